@@ -1,0 +1,33 @@
+# mmjax: `make demo` trains the main job on the embedded data; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mmjax-installed
+DEMO_DIR ?= runs/demo
+# Tests run in 2 worker processes (the machine has 2 cores); each sees one CPU device unless a test asks for more.
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
+.PHONY: install demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(PY) -m mmjax.main --config experiments/clip_shapes.py --workdir $(DEMO_DIR)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/clip_step.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

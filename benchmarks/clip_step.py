@@ -1,0 +1,107 @@
+"""CLIP train-step throughput and MFU for one fixed small config (the open_clip anchor's model).
+
+  python benchmarks/clip_step.py [--batch 64] [--steps 20] [--warmup 3]
+
+Model: ViT image 64, patch 8, width 256, depth 4, 4 heads, MLP 4x; text context 32, vocab 1024, width 256, depth 4,
+4 heads; embed 256 (6,787,073 parameters, as ../shared/bench/openclip_anchor.py); AdamW(1e-4, (0.9, 0.98), 1e-6,
+wd 0.1); float32; random inputs made once. The step is mmjax's own jitted train step (the one the loop runs).
+flops_per_step = 3 x forward matmul FLOPs (the anchor's formula); peak_gflops_per_s = an f32 2048^2 matmul measured
+in the same run; mfu = gflops_per_s / peak_gflops_per_s. Prints one JSON line last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mmjax.models import build_model  # noqa: E402
+from mmjax.models.clip import clip_flops_per_step  # noqa: E402
+from mmjax.objectives import get_objective  # noqa: E402
+from mmjax.train import optim  # noqa: E402
+from mmjax.train.state import TrainState  # noqa: E402
+from mmjax.train.step import make_train_step  # noqa: E402
+
+MODEL = dict(
+    name="clip", embed_dim=256,
+    vision=dict(image_size=64, patch_size=8, width=256, depth=4, num_heads=4, mlp_ratio=4.0, pool="cls"),
+    text=dict(vocab_size=1024, context_length=32, width=256, depth=4, num_heads=4, mlp_ratio=4.0))
+OPTIM = dict(name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1, warmup_steps=0,
+             schedule="constant", end_lr_factor=1.0, clip_grad_norm=0.0,
+             no_decay_regex=r"(bias|scale|logit_scale|logit_bias)$")
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+  """Best-of-`reps` f32 n x n matmul rate: the CPU/GPU "100 %" for MFU."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best / 1e9
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--batch", type=int, default=64)
+  ap.add_argument("--steps", type=int, default=20)
+  ap.add_argument("--warmup", type=int, default=3)
+  args = ap.parse_args()
+
+  model_cfg = ml_collections.ConfigDict(MODEL)
+  model = build_model(model_cfg)
+  objective = get_objective("clip")
+  tx, schedule = optim.make_optimizer(ml_collections.ConfigDict(OPTIM), total_steps=args.steps + args.warmup)
+  rng = np.random.default_rng(0)
+  b = args.batch
+  batch = {"image": jnp.asarray(rng.standard_normal((b, 64, 64, 3), np.float32)),
+           "tokens": jnp.asarray(rng.integers(1, 1024, (b, 32)).astype(np.int32))}
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(1))
+  step = jax.jit(make_train_step(objective, model, tx, schedule), donate_argnums=(0,))
+
+  for _ in range(args.warmup):
+    state, metrics = step(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  t0 = time.perf_counter()
+  for _ in range(args.steps):
+    ts = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(state)  # per-step times; the loop itself never blocks
+    times.append(time.perf_counter() - ts)
+  elapsed = time.perf_counter() - t0
+  peak = matmul_peak_gflops()
+
+  flops = clip_flops_per_step(model_cfg, b)
+  step_s = elapsed / args.steps
+  gflops = flops / step_s / 1e9
+  times.sort()
+  print(json.dumps({
+      "system": "mmjax", "jax": jax.__version__, "backend": jax.default_backend(),
+      "device": jax.devices()[0].device_kind, "machine": platform.machine(), "params": int(n_params),
+      "batch": b, "steps": args.steps, "warmup": args.warmup,
+      "samples_per_s": round(b * args.steps / elapsed, 2), "step_ms": round(1000 * step_s, 2),
+      "step_ms_median": round(1000 * times[len(times) // 2], 2), "flops_per_step": int(flops),
+      "gflops_per_s": round(gflops, 2), "peak_gflops_per_s": round(peak, 2), "mfu": round(gflops / peak, 4),
+      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "final_loss": round(float(metrics["loss"]), 4)}))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,114 @@
+"""The base config: every key a run may set, with its default. Experiments start from `base_config()`.
+
+Keeping one schema means a misspelled key in an experiment file or on the command line is an error, not a silent no-op.
+"""
+from __future__ import annotations
+
+import difflib
+
+import ml_collections
+
+from mmjax.errors import MmjaxError
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.objective = "clip"             # mmjax.registry.OBJECTIVES
+  c.total_steps = 1000
+  c.batch_size = 256               # global batch (all devices, all processes)
+  c.grad_accum_steps = 1           # micro-batches per step; exact for contrastive losses (feature caching)
+  c.log_every = 50
+  c.eval_every = 0                 # 0: evaluate only at the end
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.progress_bar = True
+
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})   # -1: all remaining devices
+  # Parameter sharding: list of (regex on the "/"-joined param path, PartitionSpec tuple); first match wins,
+  # unmatched parameters are replicated.
+  c.sharding_rules = ()
+
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1,
+      warmup_steps=100, schedule="cosine", end_lr_factor=0.0, clip_grad_norm=1.0,
+      # Parameters whose path matches this regex get no weight decay (biases, norms, temperature, embeddings of position).
+      no_decay_regex=r"(bias|scale|logit_scale|logit_bias|pos_embedding|cls)$"))
+
+  c.data = ml_collections.ConfigDict(dict(
+      name="shapes", image_size=64, min_shapes=1, max_shapes=1, noise_std=0.03,
+      context_length=32, vocab_size=512, num_workers=0, prefetch=2))
+
+  c.model = ml_collections.ConfigDict(dict(
+      name="clip", embed_dim=128,
+      vision=dict(image_size=64, patch_size=8, width=128, depth=3, num_heads=4, mlp_ratio=4.0, pool="cls"),
+      text=dict(vocab_size=512, context_length=32, width=128, depth=3, num_heads=4, mlp_ratio=4.0),
+      logit_scale_init=2.659260036932778,   # log(1/0.07)
+      logit_bias_init=None))
+
+  c.evals = ml_collections.ConfigDict(dict(
+      names="clip",                 # comma-separated evaluators (mmjax.registry.EVALUATORS); "" for none
+      zero_shot=True, retrieval=True, num_examples=1000, batch_size=250))
+  return c
+
+
+def check_keys(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict | None = None,
+               prefix: str = "") -> None:
+  """Raises MmjaxError naming the first key of `config` that the base schema does not know.
+
+  Sub-dicts whose schema value is a plain dict of model kwargs (model.vision, model.text) are checked too;
+  keys under `model` beyond the base ones are allowed only if the experiment's model declares them (checked
+  again when the model is built).
+  """
+  schema = base_config() if schema is None else schema
+  for key in config.keys():
+    path = f"{prefix}{key}"
+    if key not in schema:
+      if prefix.startswith("model."):
+        continue  # model kwargs are validated by the model constructor
+      if prefix == "model.":
+        continue
+      close = difflib.get_close_matches(key, list(schema.keys()), n=1)
+      hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+      raise MmjaxError(f"unknown config key {path!r}{hint} (valid keys under {prefix or 'the top level'}: "
+                       f"{', '.join(sorted(schema.keys()))})")
+    value, ref = config[key], schema[key]
+    if isinstance(value, ml_collections.ConfigDict) and isinstance(ref, ml_collections.ConfigDict):
+      check_keys(value, ref, prefix=f"{path}.")
+
+
+def parse_arg(arg: str | None, **defaults):
+  """big_vision-style config argument: "runlocal,steps=10" -> ConfigDict(runlocal=True, steps=10, ...)."""
+  out = ml_collections.ConfigDict(dict(defaults, runlocal=False))
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, _, value = item.partition("=")
+    if key not in out:
+      raise MmjaxError(f"unknown config argument {key!r}; valid: {', '.join(sorted(out.keys()))}")
+    out[key] = type(out[key])(value) if value else True
+  return out
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config to seconds on a CPU (tests run every experiment like this for a step or two)."""
+  c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 2, 8, 1, 2
+  c.grad_accum_steps = 1
+  c.optim.warmup_steps = 1
+  c.progress_bar = False
+  c.evals.num_examples, c.evals.batch_size = 16, 8
+  return c
+
+
+def load_experiment(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of an experiment file by path (configs may build on a sibling: `load_experiment(
+  os.path.join(os.path.dirname(__file__), "clip_shapes.py"), arg)`), wherever the process was started."""
+  import importlib.util
+  import os
+  if not os.path.exists(path):
+    raise MmjaxError(f"config file {path!r} does not exist")
+  spec = importlib.util.spec_from_file_location(f"mmjax_experiment_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)

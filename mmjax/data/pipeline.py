@@ -1,0 +1,101 @@
+"""grain input pipelines: shuffled, process-sharded, checkpointable training batches and eval arrays.
+
+Training order. The train source is shuffled over its whole index space (grain's `MapDataset.shuffle` is a
+lazy index permutation: O(1) memory even for the 2**31 - 1 shapes examples), cut to a whole number of global
+batches per epoch, preprocessed, batched into per-process batches of `global_batch_size // process_count`
+and repeated (reshuffled each epoch). Process p then takes per-process batches p, p + P, p + 2P, ... so
+at every step the per-process batches concatenated in process order are exactly the 1-process global batch,
+whatever the process count.
+
+Iterator state (`it.get_state()`): with num_workers = 0 a dict `{"next_index": int}` (per-process batches
+consumed); with num_workers > 0 grain's multiprocessing state (nested dicts of ints and str). Both are JSON
+serialisable and `set_state` resumes exactly.
+"""
+from __future__ import annotations
+
+import functools
+
+import grain
+from absl import flags
+import numpy as np
+
+from mmjax.data import shapes  # noqa: F401  (registers the "shapes" dataset)
+from mmjax.data.tokenizer import Tokenizer
+from mmjax.errors import MmjaxError
+from mmjax.registry import DATASETS
+
+
+def preprocess(example: dict, tokenizer: Tokenizer, context_length: int) -> dict:
+  """Raw example -> model inputs: `image` float32 [H, W, 3] in [-1, 1], `tokens` int32 [L] of the caption;
+  label arrays (`shape`, `colour`, `size`, `position`, `count`, `index`) are kept, `caption` is dropped."""
+  out = {k: v for k, v in example.items() if k not in ("image", "caption")}
+  out["image"] = example["image"].astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0)
+  out["tokens"] = tokenizer.encode([example["caption"]], context_length)[0]
+  return out
+
+
+def _entry(data_cfg):
+  return DATASETS.get(data_cfg.name, "data.name")
+
+
+def build_tokenizer(data_cfg) -> Tokenizer:
+  """Trains the BPE tokenizer on the dataset's caption corpus with `data_cfg.vocab_size` tokens at most."""
+  return Tokenizer.train(_entry(data_cfg).corpus(data_cfg), int(data_cfg.vocab_size))
+
+
+def _read_options(data_cfg) -> grain.ReadOptions:
+  prefetch = int(data_cfg.get("prefetch", 2))
+  if prefetch < 0:
+    raise MmjaxError(f"data.prefetch={prefetch} must be >= 0 (0: no prefetching)")
+  # Elements here are whole batches: a few threads fill a buffer of `prefetch` batches.
+  return grain.ReadOptions(num_threads=min(prefetch, 4), prefetch_buffer_size=prefetch)
+
+
+def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, global_batch_size: int, seed: int,
+                        process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+  """An endless iterator of this process's training batches (dicts of NumPy arrays, leading dim
+  `global_batch_size // process_count`): `image` float32 [b, H, W, 3], `tokens` int32 [b, L] and the labels.
+
+  Reads data_cfg.name, context_length, num_workers (0: in this process; > 0: grain worker processes) and
+  prefetch (batches buffered per reader). `seed` sets the shuffle order (each epoch is reshuffled).
+  """
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise MmjaxError(f"batch_size={global_batch_size} must be a positive multiple of the process count "
+                     f"{process_count}; change batch_size")
+  if not 0 <= process_index < process_count:
+    raise MmjaxError(f"process_index={process_index} must be in [0, process_count={process_count})")
+  num_workers = int(data_cfg.get("num_workers", 0))
+  if num_workers < 0:
+    raise MmjaxError(f"data.num_workers={num_workers} must be >= 0 (0: load in the training process)")
+  source = _entry(data_cfg).source(data_cfg, "train")
+  steps_per_epoch = len(source) // global_batch_size
+  if steps_per_epoch == 0:
+    raise MmjaxError(f"batch_size={global_batch_size} exceeds the {len(source)} training examples of "
+                     f"data.name={data_cfg.name!r}; lower batch_size")
+  ds = grain.MapDataset.source(source).shuffle(seed=int(seed) % 2**32)
+  ds = ds[:steps_per_epoch * global_batch_size]       # whole global batches only: same epochs for any P
+  ds = ds.map(functools.partial(preprocess, tokenizer=tokenizer, context_length=int(data_cfg.context_length)))
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True).repeat()
+  ds = ds[process_index::process_count]
+  it_ds = ds.to_iter_dataset(_read_options(data_cfg))
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()    # grain reads its absl flags when it starts workers (outside absl.app)
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(it_ds)
+
+
+def make_eval_arrays(data_cfg, tokenizer: Tokenizer, num_examples: int, split: str = "test") -> dict:
+  """The first `num_examples` of `split`, preprocessed and stacked: `image` float32 [N, H, W, 3],
+  `tokens` int32 [N, L], the label arrays [N, ...], and `caption` a list of N str."""
+  source = _entry(data_cfg).source(data_cfg, split)
+  if not 0 < num_examples <= len(source):
+    raise MmjaxError(f"evals.num_examples={num_examples} must be in [1, {len(source)}] for the {split} split "
+                     f"of data.name={data_cfg.name!r}")
+  examples = [source[i] for i in range(num_examples)]
+  captions = [e["caption"] for e in examples]
+  out = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k not in ("image", "caption")}
+  out["image"] = np.stack([e["image"] for e in examples]).astype(np.float32) * np.float32(1 / 127.5) - 1
+  out["tokens"] = tokenizer.encode(captions, int(data_cfg.context_length))
+  out["caption"] = captions
+  return out

@@ -1,0 +1,68 @@
+"""Text transformer of CLIP (Radford et al. 2021), laid out as OpenCLIP's `TextTransformer` (Cherti et al. 2023).
+
+`token_embedding` + `pos_embedding` -> transformer (causal mask, or bidirectional with key padding mask)
+-> `ln_final` -> EOT pooling (the token at the last non-pad position) -> `proj` (no bias).
+Tokens are `[BOS?] ... EOT pad pad ...`: every sequence ends with its EOT token followed only by `pad_id`.
+OpenCLIP pools with argmax(token id) (EOT has the largest id); the last non-pad position is the same token.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.errors import MmjaxError
+from mmjax.layers import LN_EPS, Transformer, causal_mask, padding_mask
+
+Dtype = Any
+
+
+class TextTransformer(nn.Module):
+  """tokens int32 [B, L] (L = context_length) -> (embedding [B, output_dim or width], out).
+
+  out: "tokens" [B, L, w] after the last block (before ln_final), "normed_tokens" [B, L, w] after ln_final,
+  "pooled" [B, w] (normed EOT token, before proj), "eot_index" [B] int32.
+  causal=False is the bidirectional encoder: keys at pad positions (or where `valid` [B, L] is False) are masked.
+  """
+  vocab_size: int
+  context_length: int
+  width: int
+  depth: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  causal: bool = True
+  output_dim: int | None = None
+  pad_id: int = 0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, valid: jax.Array | None = None,
+               train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
+      raise MmjaxError(f"text tokens have shape {tuple(tokens.shape)} but model.text.context_length="
+                       f"{self.context_length}; pad/truncate the tokens to [B, {self.context_length}] or set "
+                       f"model.text.context_length={tokens.shape[-1]}")
+    if valid is None:
+      valid = tokens != self.pad_id
+    w, length = self.width, self.context_length
+    x = nn.Embed(self.vocab_size, w, embedding_init=nn.initializers.normal(0.02), dtype=self.dtype,
+                 param_dtype=self.param_dtype, name="token_embedding")(tokens)
+    pos = self.param("pos_embedding", nn.initializers.normal(0.01), (length, w), self.param_dtype)
+    x = x + pos.astype(self.dtype)[None]
+    mask = causal_mask(length)[None, None] if self.causal else padding_mask(valid)
+    hidden = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="transformer")(x, mask)
+    normed = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name="ln_final")(hidden)
+    lengths = jnp.sum(valid.astype(jnp.int32), axis=1)
+    eot = jnp.maximum(lengths - 1, 0)
+    pooled = jnp.take_along_axis(normed, eot[:, None, None], axis=1)[:, 0]
+    emb = pooled
+    if self.output_dim is not None:
+      emb = nn.Dense(self.output_dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=nn.initializers.normal(w ** -0.5), name="proj")(pooled)
+    out = {"tokens": hidden, "normed_tokens": normed, "pooled": pooled, "eot_index": eot}
+    return emb, out

@@ -1,0 +1,86 @@
+"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words"), laid out as OpenCLIP's
+`VisionTransformer` (Radford et al. 2021; Cherti et al. 2023) so that its weights import one to one.
+
+conv1 (patchify, no bias) -> prepend `cls` -> + `pos_embedding` -> `ln_pre` -> transformer -> `ln_post` on every
+token -> pool ('cls': token 0, 'gap': mean of the patch tokens, 'none': all tokens) -> `proj` (no bias).
+Applying ln_post before pooling is OpenCLIP's default (final_ln_after_pool=False); for 'cls' it is the same
+as normalising the pooled token.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.errors import MmjaxError
+from mmjax.layers import LN_EPS, Transformer
+
+Dtype = Any
+POOLS = ("cls", "gap", "none")
+
+
+class ViT(nn.Module):
+  """images [B, H, W, 3] (NHWC, H = W = image_size) -> (embedding, out).
+
+  embedding: [B, output_dim or width] ([B, N+1, output_dim or width] with pool='none').
+  out: "tokens" [B, N+1, w] after the last block (before ln_post), "normed_tokens" [B, N+1, w] after ln_post,
+  "patch_tokens" [B, N, w] (normed, CLS dropped), "pooled" (normed, before proj). N = (image_size/patch_size)^2.
+  """
+  image_size: int
+  patch_size: int
+  width: int
+  depth: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  pool: str = "cls"
+  output_dim: int | None = None
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def _check(self, images: jax.Array) -> None:
+    if self.pool not in POOLS:
+      raise MmjaxError(f"unknown vision pool {self.pool!r} (model.vision.pool); valid: {', '.join(POOLS)}")
+    if self.image_size % self.patch_size:
+      divisors = [d for d in range(1, self.image_size + 1) if self.image_size % d == 0]
+      raise MmjaxError(f"model.vision.patch_size={self.patch_size} does not divide model.vision.image_size="
+                       f"{self.image_size}; valid patch sizes: {divisors}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise MmjaxError(f"ViT expects images [B, H, W, 3] (NHWC), got shape {tuple(images.shape)}")
+    if tuple(images.shape[1:3]) != (self.image_size, self.image_size):
+      raise MmjaxError(f"images are {images.shape[1]}x{images.shape[2]} but model.vision.image_size="
+                       f"{self.image_size}; resize to {self.image_size}x{self.image_size} or set "
+                       f"model.vision.image_size={images.shape[1]} (square images only)")
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    self._check(images)
+    w, p = self.width, self.patch_size
+    scale = w ** -0.5
+    x = nn.Conv(w, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
+                param_dtype=self.param_dtype, name="conv1")(images.astype(self.dtype))
+    x = einops.rearrange(x, "b h w c -> b (h w) c")
+    n = x.shape[1]
+    cls = self.param("cls", nn.initializers.normal(scale), (w,), self.param_dtype)
+    pos = self.param("pos_embedding", nn.initializers.normal(scale), (1, n + 1, w), self.param_dtype)
+    cls = einops.repeat(cls.astype(self.dtype), "c -> b 1 c", b=x.shape[0])
+    x = jnp.concatenate([cls, x], axis=1) + pos.astype(self.dtype)
+    ln = dict(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
+    x = nn.LayerNorm(**ln, name="ln_pre")(x)
+    tokens = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name="transformer")(x)
+    normed = nn.LayerNorm(**ln, name="ln_post")(tokens)
+    if self.pool == "cls":
+      pooled = normed[:, 0]
+    elif self.pool == "gap":
+      pooled = jnp.mean(normed[:, 1:], axis=1)
+    else:
+      pooled = normed
+    emb = pooled
+    if self.output_dim is not None:
+      emb = nn.Dense(self.output_dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=nn.initializers.normal(scale), name="proj")(pooled)
+    out = {"tokens": tokens, "normed_tokens": normed, "patch_tokens": normed[:, 1:], "pooled": pooled}
+    return emb, out

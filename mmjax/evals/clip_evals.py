@@ -1,0 +1,65 @@
+"""CLIP evaluation: zero-shot classification (Radford et al. 2021) and image<->text retrieval R@1/5/10.
+
+Works for any two-tower model with `encode_image` / `encode_text` methods (CLIP, SigLIP) and any dataset that
+`make_eval_arrays` serves; zero-shot tasks exist for datasets listed in ZERO_SHOT_TASKS.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.data import pipeline
+from mmjax.evals.retrieval import retrieval_metrics
+from mmjax.evals.zero_shot import SHAPES_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
+from mmjax.registry import EVALUATORS
+
+ZERO_SHOT_TASKS = {"shapes": (shapes_tasks, SHAPES_TEMPLATES)}
+
+
+def batched_apply(fn, params, x: np.ndarray, batch_size: int) -> jax.Array:
+  """fn(params, x[i:i+bs]) over x, padding the last chunk so that one compiled shape serves all."""
+  out = []
+  for i in range(0, len(x), batch_size):
+    chunk = x[i:i + batch_size]
+    n = len(chunk)
+    if n < batch_size:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
+    out.append(fn(params, jnp.asarray(chunk))[:n])
+  return jnp.concatenate(out)
+
+
+def _eval_arrays(ctx):
+  cfg = ctx.config
+  key = hashlib.sha1((cfg.data.to_json_best_effort() + ctx.tokenizer.to_json()
+                      + str(cfg.evals.num_examples)).encode()).hexdigest()
+  if key not in ctx.cache:
+    ctx.cache[key] = pipeline.make_eval_arrays(cfg.data, ctx.tokenizer, cfg.evals.num_examples, split="test")
+  return ctx.cache[key]
+
+
+@EVALUATORS.register("clip")
+def clip_eval(params, ctx) -> dict[str, float]:
+  cfg, model = ctx.config, ctx.model
+  arrays = _eval_arrays(ctx)
+  bs = min(cfg.evals.batch_size, len(arrays["image"]))
+  enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
+  enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
+  img = batched_apply(enc_img, params, arrays["image"], bs)
+  results: dict[str, float] = {}
+  if cfg.evals.retrieval:
+    txt = batched_apply(enc_txt, params, arrays["tokens"], bs)
+    r = retrieval_metrics(img, txt, np.arange(len(arrays["tokens"])))
+    results.update({f"retrieval/{k}": float(v) for k, v in r.items()})
+  if cfg.evals.zero_shot and cfg.data.name in ZERO_SHOT_TASKS:
+    tasks_fn, templates = ZERO_SHOT_TASKS[cfg.data.name]
+    context_length = arrays["tokens"].shape[1]
+    encode_text = lambda t: batched_apply(enc_txt, params, np.asarray(t), bs)
+    tokenize = lambda texts: ctx.tokenizer.encode(list(texts), context_length)
+    for task, (classnames, label_fn) in tasks_fn().items():
+      classifier = build_classifier(encode_text, tokenize, classnames, templates)
+      acc = zero_shot_accuracy(img, classifier, np.asarray(label_fn(arrays)))
+      results[f"zero_shot/{task}"] = float(acc["top1"])
+  return results

@@ -1,0 +1,115 @@
+"""Multi-head scaled dot-product attention (Vaswani et al. 2017, "Attention Is All You Need").
+
+Parameter layout follows torch.nn.MultiheadAttention as used by OpenCLIP (Cherti et al. 2023): one fused
+input projection `in_proj` (kernel [w, 3w] = in_proj_weight.T, columns q | k | v, heads contiguous inside each)
+with bias, and `out_proj` with bias. Softmax runs in float32 whatever the computation dtype.
+
+Masks: a boolean mask (True = may attend) or an additive float mask (0 / -inf, torch style), any shape
+broadcastable to [B, H, Tq, Tk], e.g. [Tq, Tk] (causal) or [B, 1, 1, Tk] (key padding).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.errors import MmjaxError
+
+Dtype = Any
+
+
+def causal_mask(length: int) -> jax.Array:
+  """Boolean [L, L] mask, True where query i may attend to key j (j <= i)."""
+  return jnp.tril(jnp.ones((length, length), dtype=bool))
+
+
+def padding_mask(valid: jax.Array) -> jax.Array:
+  """[B, Tk] bool (True = real token) -> [B, 1, 1, Tk] key mask."""
+  return einops.rearrange(valid.astype(bool), "b k -> b 1 1 k")
+
+
+def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
+  """Logical AND of boolean masks (None entries are skipped); None when all are None."""
+  masks = [m for m in masks if m is not None]
+  if not masks:
+    return None
+  out = masks[0]
+  for m in masks[1:]:
+    out = jnp.logical_and(out, m)
+  return out
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+                          dtype: Dtype = jnp.float32) -> tuple[jax.Array, jax.Array]:
+  """q [B, H, Tq, d], k/v [B, H, Tk, d] -> (out [B, H, Tq, d], weights [B, H, Tq, Tk] float32)."""
+  scale = q.shape[-1] ** -0.5
+  scores = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(scale, q.dtype), k)
+  scores = scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
+  if mask is not None:
+    if mask.dtype == jnp.bool_:
+      scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    else:
+      scores = scores + mask.astype(scores.dtype)
+  weights = jax.nn.softmax(scores, axis=-1)
+  out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(dtype), v)
+  return out, weights
+
+
+def _check_heads(width: int, num_heads: int) -> None:
+  if width % num_heads:
+    raise MmjaxError(f"attention width {width} is not divisible by num_heads {num_heads}; "
+                     f"choose num_heads among the divisors of {width}")
+
+
+class MultiHeadAttention(nn.Module):
+  """Self-attention. x [B, T, w] -> [B, T, w] (or (out, weights [B, H, T, T]) with return_weights=True)."""
+  num_heads: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.xavier_uniform()
+  out_kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, return_weights: bool = False):
+    w = x.shape[-1]
+    _check_heads(w, self.num_heads)
+    qkv = nn.Dense(3 * w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
+                   name="in_proj")(x)
+    q, k, v = einops.rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.num_heads)
+    out, weights = dot_product_attention(q, k, v, mask, self.dtype)
+    out = einops.rearrange(out, "b h t d -> b t (h d)")
+    out = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
+                   name="out_proj")(out)
+    return (out, weights) if return_weights else out
+
+
+class CrossAttention(nn.Module):
+  """Cross-attention: queries from x [B, Tq, w], keys/values from context [B, Tk, c] -> [B, Tq, w].
+
+  Separate `q_proj` (w -> w) and fused `kv_proj` (c -> 2w), both with bias; `out_proj` w -> w.
+  With return_weights=True returns (out, weights [B, H, Tq, Tk]).
+  """
+  num_heads: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.xavier_uniform()
+  out_kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array | None = None,
+               return_weights: bool = False):
+    w = x.shape[-1]
+    _check_heads(w, self.num_heads)
+    dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init)
+    q = nn.Dense(w, name="q_proj", **dense)(x)
+    kv = nn.Dense(2 * w, name="kv_proj", **dense)(context)
+    q = einops.rearrange(q, "b t (h d) -> b h t d", h=self.num_heads)
+    k, v = einops.rearrange(kv, "b t (two h d) -> two b h t d", two=2, h=self.num_heads)
+    out, weights = dot_product_attention(q, k, v, mask, self.dtype)
+    out = einops.rearrange(out, "b h t d -> b t (h d)")
+    out = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
+                   name="out_proj")(out)
+    return (out, weights) if return_weights else out

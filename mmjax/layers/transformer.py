@@ -1,0 +1,52 @@
+"""Pre-LN transformer (Vaswani et al. 2017; pre-LN as in Radford et al. 2019 / CLIP, Radford et al. 2021).
+
+Block: x = x + attn(ln_1(x), mask); x = x + mlp(ln_2(x)); LayerNorm eps 1e-5, as OpenCLIP's ResidualAttentionBlock.
+Parameter names: `transformer/resblocks_{i}/{ln_1, attn/{in_proj, out_proj}, ln_2, mlp/{c_fc, c_proj}}`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.layers.attention import MultiHeadAttention
+from mmjax.layers.mlp import Mlp
+
+Dtype = Any
+LN_EPS = 1e-5
+
+
+class TransformerBlock(nn.Module):
+  """x [B, T, w] -> [B, T, w] (or (out, attention weights [B, H, T, T]) with return_weights=True)."""
+  num_heads: int
+  mlp_ratio: float = 4.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, return_weights: bool = False):
+    h = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="ln_1")(x)
+    h, weights = MultiHeadAttention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
+                                    name="attn")(h, mask, return_weights=True)
+    x = x + h
+    h = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="ln_2")(x)
+    x = x + Mlp(self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(h)
+    return (x, weights) if return_weights else x
+
+
+class Transformer(nn.Module):
+  """A stack of `depth` pre-LN blocks. x [B, T, w] -> [B, T, w]; mask as in MultiHeadAttention."""
+  depth: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    for i in range(self.depth):
+      x = TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype,
+                           name=f"resblocks_{i}")(x, mask)
+    return x

@@ -1,0 +1,114 @@
+"""mmjax entry point.
+
+  python -m mmjax.main --config experiments/clip_shapes.py --workdir runs/clip_shapes [--config.key=value]
+  python -m mmjax.main --config experiments/clip_shapes.py --workdir runs/clip_shapes --mode eval
+  mmjax --config ...            (the same, as a console script)
+
+A run resumes from the latest checkpoint in --workdir. Multi-host: pass --coordinator_address host:port,
+--num_processes and --process_id (or set them in the environment JAX reads on TPU VMs / SLURM with
+--distributed=auto). Errors a user can fix print one line, `mmjax: error: ...`, and exit with status 2.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from mmjax.errors import MmjaxError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", "off", ["off", "auto", "explicit"],
+                                 "off: one process; auto: jax.distributed.initialize() from the environment "
+                                 "(TPU VM, SLURM); explicit: from the three flags below.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (explicit).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (explicit).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id (explicit).")
+
+
+def _fail(message: str) -> None:
+  print(f"mmjax: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors for unknown keys and bad config files."""
+  try:
+    rest = flags.FLAGS(argv)
+    config = _CONFIG.value
+    if config is None or type(config).__name__ == "_ErrorConfig":
+      path = flags.FLAGS["config"].config_filename if flags.FLAGS["config"].present else None
+      _fail(f"cannot load config file {path!r}; pass --config experiments/<name>.py" if path else
+            "--config is required, e.g. --config experiments/clip_shapes.py")
+    return rest
+  except flags.Error as e:
+    cause = e.__cause__ or e.__context__
+    if isinstance(cause, (AttributeError, KeyError)):
+      _fail(_unknown_key_message(argv, cause))
+    _fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError) as e:
+    _fail(_unknown_key_message(argv, e))
+  return []
+
+
+def _unknown_key_message(argv: list[str], err: BaseException) -> str:
+  from mmjax.config import base_config
+  keys = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+  known = _flatten(base_config())
+  for key in keys:
+    if key not in known:
+      close = difflib.get_close_matches(key, known, n=1)
+      hint = f"; did you mean --config.{close[0]}?" if close else ""
+      return f"unknown config key {key!r} in --config.{key}{hint}"
+  return f"bad config override ({type(err).__name__}: {err})"
+
+
+def _flatten(cfg, prefix: str = "") -> list[str]:
+  out = []
+  for k, v in cfg.items():
+    if hasattr(v, "items"):
+      out += _flatten(v, f"{prefix}{k}.")
+    out.append(f"{prefix}{k}")
+  return out
+
+
+def _distributed() -> None:
+  import jax
+  if _DISTRIBUTED.value == "auto":
+    jax.distributed.initialize()
+  elif _DISTRIBUTED.value == "explicit":
+    if None in (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
+      raise MmjaxError("--distributed=explicit needs --coordinator_address, --num_processes and --process_id")
+    jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  if not _WORKDIR.value:
+    _fail("--workdir is required, e.g. --workdir runs/clip_shapes")
+  try:
+    _distributed()
+    from mmjax.train.loop import Trainer
+    trainer = Trainer(_CONFIG.value, _WORKDIR.value)
+    if _MODE.value == "train":
+      trainer.train()
+    else:
+      trainer.evaluate()
+  except MmjaxError as e:
+    _fail(str(e))
+
+
+def run() -> None:
+  """Console-script entry point (`mmjax`)."""
+  app.run(main, flags_parser=_parse)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,43 @@
+"""Models, looked up by `model.name` in mmjax.registry.MODELS; `build_model` turns the config into a Module."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping
+
+import flax.linen as nn
+from flax.core import FrozenDict
+
+from mmjax.errors import MmjaxError
+from mmjax.models.clip import CLIP, clip_flops_per_step  # importing registers "clip"
+from mmjax.registry import MODELS
+
+_NOT_CONFIG = ("parent", "name")
+
+
+def _plain(value: Any) -> Any:
+  """ConfigDict / dict / FrozenDict -> FrozenDict (hashable, recursively); other values unchanged."""
+  if isinstance(value, Mapping) or hasattr(value, "to_dict"):
+    return FrozenDict({k: _plain(v) for k, v in dict(value).items()})
+  return value
+
+
+def build_model(model_cfg: Mapping) -> nn.Module:
+  """model_cfg (ConfigDict or mapping with `name` and the model's fields) -> an unbound flax Module."""
+  cls = MODELS.get(model_cfg["name"], "model.name")
+  kwargs = {k: _plain(v) for k, v in dict(model_cfg).items() if k != "name"}
+  if dataclasses.is_dataclass(cls):
+    valid = [f.name for f in dataclasses.fields(cls) if f.name not in _NOT_CONFIG]
+    for k in kwargs:
+      if k not in valid:
+        raise MmjaxError(f"unknown config key 'model.{k}' for model {model_cfg['name']!r} "
+                         f"(valid keys under model: name, {', '.join(sorted(valid))})")
+  try:
+    return cls(**kwargs)
+  except TypeError as e:
+    m = re.search(r"argument '(\w+)'", str(e))
+    what = f"config key 'model.{m.group(1)}'" if m else "model config"
+    raise MmjaxError(f"bad {what} for model {model_cfg['name']!r}: {e}") from None
+
+
+__all__ = ["CLIP", "build_model", "clip_flops_per_step"]

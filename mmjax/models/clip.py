@@ -1,0 +1,115 @@
+"""CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision"),
+parameter-for-parameter as OpenCLIP's `CLIP` with a ViT image tower (Cherti et al. 2023).
+With `logit_bias_init` set it carries SigLIP's learned bias (Zhai et al. 2023).
+
+Params: {"vision": ViT params, "text": TextTransformer params, "logit_scale": (), ["logit_bias": ()]}.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.core import FrozenDict
+
+from mmjax.encoders import TextTransformer, ViT
+from mmjax.errors import MmjaxError
+from mmjax.registry import MODELS
+
+Dtype = Any
+_RESERVED = ("output_dim", "dtype", "param_dtype", "parent", "name")
+
+
+def _tower_kwargs(cls: type, cfg: Mapping, key: str) -> dict[str, Any]:
+  """Checks a vision/text kwargs mapping against the tower's fields; raises MmjaxError on unknown keys."""
+  kwargs = dict(cfg)
+  valid = [f.name for f in dataclasses.fields(cls) if f.name not in _RESERVED]
+  for k in kwargs:
+    if k not in valid:
+      extra = "; the projection size is model.embed_dim" if k == "output_dim" else ""
+      raise MmjaxError(f"unknown config key 'model.{key}.{k}'{extra} (valid keys under model.{key}: "
+                       f"{', '.join(sorted(valid))})")
+  required = [f.name for f in dataclasses.fields(cls) if f.name in valid
+              and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+  missing = [k for k in required if k not in kwargs]
+  if missing:
+    raise MmjaxError(f"missing config key(s) {', '.join(f'model.{key}.{k}' for k in missing)}")
+  return kwargs
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """x [..., E] -> x / max(||x||, eps) along the last axis, in (at least) float32 (torch F.normalize)."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+@MODELS.register("clip")
+class CLIP(nn.Module):
+  """Two towers and a learned temperature. images [B, H, W, 3], tokens int32 [B, L] -> [B, E] embeddings.
+
+  vision: ViT kwargs without output_dim; text: TextTransformer kwargs without output_dim.
+  """
+  embed_dim: int
+  vision: Mapping
+  text: Mapping
+  logit_scale_init: float = math.log(1 / 0.07)
+  logit_bias_init: float | None = None
+  dtype: Dtype = jnp.float32
+
+  def __post_init__(self):
+    # Hashable, plain mappings (ConfigDicts are neither); errors at construction, not first apply.
+    object.__setattr__(self, "vision", FrozenDict(_tower_kwargs(ViT, self.vision, "vision")))
+    object.__setattr__(self, "text", FrozenDict(_tower_kwargs(TextTransformer, self.text, "text")))
+    super().__post_init__()
+
+  def setup(self):
+    self.vision_tower = ViT(**dict(self.vision), output_dim=self.embed_dim, dtype=self.dtype, name="vision")
+    self.text_tower = TextTransformer(**dict(self.text), output_dim=self.embed_dim, dtype=self.dtype,
+                                      name="text")
+    self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), (),
+                                  jnp.float32)
+    if self.logit_bias_init is not None:
+      self.logit_bias = self.param("logit_bias", nn.initializers.constant(self.logit_bias_init), (),
+                                   jnp.float32)
+
+  def encode_image(self, images: jax.Array, normalize: bool = True, train: bool = False) -> jax.Array:
+    """images [B, H, W, 3] -> [B, E] (float32; unit norm when normalize)."""
+    emb, _ = self.vision_tower(images, train=train)
+    return l2_normalize(emb) if normalize else emb
+
+  def encode_text(self, tokens: jax.Array, normalize: bool = True, train: bool = False) -> jax.Array:
+    """tokens int32 [B, L] -> [B, E] (float32; unit norm when normalize)."""
+    emb, _ = self.text_tower(tokens, train=train)
+    return l2_normalize(emb) if normalize else emb
+
+  def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
+    """-> (zimg [B, E], ztxt [B, E], {"logit_scale": raw (), "logit_bias": raw () or None})."""
+    zimg = self.encode_image(images, train=train)
+    ztxt = self.encode_text(tokens, train=train)
+    bias = self.logit_bias if self.logit_bias_init is not None else None
+    return zimg, ztxt, {"logit_scale": self.logit_scale, "logit_bias": bias}
+
+
+def _tower_flops(n: int, w: int, depth: int, m: float) -> float:
+  """Forward matmul FLOPs of one pre-LN tower per sequence: depth * ((8 + 4m) n w^2 + 4 n^2 w)."""
+  return depth * ((8 + 4 * m) * n * w ** 2 + 4 * n ** 2 * w)
+
+
+def clip_flops_per_step(model_cfg: Mapping, batch_size: int) -> int:
+  """Analytic train-step FLOPs (3 x forward matmul FLOPs), the formula of OpenCLIP anchor's `clip_flops_per_step`.
+
+  Per sample: patch embed 2 P (3 p^2) w_v + vision tower (P + 1 tokens) + 2 w_v E + text tower (L tokens)
+  + 2 w_t E; per batch: loss logits 2 * 2 B^2 E. LayerNorm/softmax/GELU/optimizer are ignored.
+  """
+  v, t, e = dict(model_cfg["vision"]), dict(model_cfg["text"]), model_cfg["embed_dim"]
+  n_patches = (v["image_size"] // v["patch_size"]) ** 2
+  vis = (2 * n_patches * 3 * v["patch_size"] ** 2 * v["width"]
+         + _tower_flops(n_patches + 1, v["width"], v["depth"], v.get("mlp_ratio", 4.0))
+         + 2 * v["width"] * e)
+  txt = (_tower_flops(t["context_length"], t["width"], t["depth"], t.get("mlp_ratio", 4.0))
+         + 2 * t["width"] * e)
+  fwd = batch_size * (vis + txt) + 2 * 2 * batch_size ** 2 * e
+  return int(3 * fwd)

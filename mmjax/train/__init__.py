@@ -1,0 +1,1 @@
+"""The one training loop: state, optimizer, sharding, checkpoints, metrics."""

@@ -1,0 +1,218 @@
+"""The one training loop: config -> data -> model + objective -> sharded, jitted step -> metrics/checkpoints/evals.
+
+Nothing here knows which modality or paper runs: the objective (by name), the model (by name), the dataset (by name)
+and the evaluators (by name) come from the registries.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax import config as config_lib
+from mmjax.data import pipeline
+from mmjax.data.tokenizer import Tokenizer
+from mmjax.errors import MmjaxError
+from mmjax.evals import runner as eval_runner
+from mmjax.models import build_model
+from mmjax.objectives import get_objective
+from mmjax.train import checkpoint as ckpt_lib
+from mmjax.train import optim, sharding
+from mmjax.train.metrics import MetricWriter
+from mmjax.train.state import TrainState
+from mmjax.train.step import make_train_step
+
+
+def check_workdir(workdir: str) -> None:
+  """Fails before any compute if the workdir cannot be created or written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise MmjaxError(f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir "
+                     f"or fix its permissions") from None
+
+
+def atomic_write(path: str, text: str) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, step: int | None) -> Tokenizer:
+  """The checkpoint's tokenizer when resuming; else workdir/tokenizer.json; else one trained on the data's text."""
+  if step is not None:
+    return Tokenizer.from_json(ckpt.read_meta(step)["tokenizer"])
+  path = os.path.join(workdir, "tokenizer.json")
+  if os.path.exists(path):
+    return Tokenizer.load(path)
+  tok = pipeline.build_tokenizer(config.data)
+  if jax.process_index() == 0:
+    tok.save(path)
+  return tok
+
+
+def model_inputs(objective, batch: dict[str, Any]) -> list[Any]:
+  missing = [k for k in objective.batch_keys if k not in batch]
+  if missing:
+    raise MmjaxError(f"the data (config key data.name) gives no {missing} that the objective needs; "
+                     f"batch keys: {sorted(batch)}")
+  return [batch[k] for k in objective.batch_keys]
+
+
+def batch_spec(batch: dict[str, np.ndarray]) -> dict[str, tuple]:
+  return {k: (tuple(np.shape(v)), np.asarray(v).dtype.str) for k, v in batch.items()}
+
+
+def check_batch(batch: dict[str, np.ndarray], spec: dict[str, tuple], step: int) -> None:
+  got = batch_spec(batch)
+  if got != spec:
+    bad = sorted(k for k in set(got) | set(spec) if got.get(k) != spec.get(k))
+    k = bad[0]
+    raise MmjaxError(f"batch at step {step}: key {k!r} has shape/dtype {got.get(k)}, expected {spec.get(k)}; "
+                     f"the data pipeline must give fixed shapes (check config keys data.*)")
+
+
+def fingerprint(batch: dict[str, np.ndarray]) -> float:
+  """crc32 of the example indices of a batch: proves which examples a step saw (exact-resume tests)."""
+  return float(zlib.crc32(np.ascontiguousarray(batch["index"]).tobytes())) if "index" in batch else 0.0
+
+
+class Trainer:
+  """Builds everything a run needs; `train()` runs it, `evaluate()` scores the latest checkpoint."""
+
+  def __init__(self, config, workdir: str):
+    config_lib.check_keys(config)
+    check_workdir(workdir)
+    self.config, self.workdir = config, workdir
+    self.mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch_size(config.batch_size, self.mesh, jax.process_count())
+    if config.batch_size % (config.grad_accum_steps * self.mesh.size):
+      raise MmjaxError(f"config key batch_size={config.batch_size} must be divisible by grad_accum_steps x devices "
+                       f"= {config.grad_accum_steps} x {self.mesh.size}")
+    self.ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+    self.model = build_model(config.model)
+    self.objective = get_objective(config.objective)
+    self.tx, self.schedule = optim.make_optimizer(config.optim, config.total_steps)
+    self.start_step = self.ckpt.latest_step()
+    self.tokenizer = load_or_build_tokenizer(config, workdir, self.ckpt, self.start_step)
+    self._build_state()
+
+  # ---------------------------------------------------------------- state
+  def _init_state(self, rng, inputs) -> TrainState:
+    params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
+    params = self.model.init({"params": params_rng, "dropout": dropout_rng}, *inputs, train=False)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params), rng=state_rng)
+
+  def _build_state(self) -> None:
+    sample = pipeline.make_eval_arrays(self.config.data, self.tokenizer, 2, split="train")
+    inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample)]
+    rng = jax.random.PRNGKey(self.config.seed)
+    abstract = jax.eval_shape(self._init_state, rng, inputs)
+    self.state_shardings = sharding.shardings(abstract, self.mesh, self.config.sharding_rules)
+    self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, self.state_shardings))
+    if self.restored is None:
+      init = jax.jit(self._init_state, out_shardings=self.state_shardings)
+      self.state, self.data_state, self.start_step = init(rng, inputs), None, 0
+    else:
+      self.start_step, self.state, self.data_state, _ = self.restored
+      logging.info("resumed from %s/%d", self.ckpt.directory, self.start_step)
+    self.num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
+
+  def meta(self) -> dict[str, Any]:
+    return {"config": ckpt_lib.config_json(self.config), "tokenizer": self.tokenizer.to_json()}
+
+  # ---------------------------------------------------------------- train
+  def train(self) -> dict[str, float]:
+    config, mesh = self.config, self.mesh
+    step_fn = make_train_step(self.objective, self.model, self.tx, self.schedule,
+                              grad_accum_steps=config.grad_accum_steps, mesh=mesh)
+    replicated = sharding.replicated(mesh)
+    train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, sharding.batch_sharding(mesh)),
+                         out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+    data = pipeline.make_train_iterator(
+        config.data, self.tokenizer, global_batch_size=config.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    if self.data_state is not None:
+      data.set_state(self.data_state)
+    if jax.process_index() == 0:
+      atomic_write(os.path.join(self.workdir, "config.json"), json.dumps(json.loads(self.meta()["config"]), indent=1))
+    writer = MetricWriter(self.workdir, total_steps=config.total_steps, enabled=jax.process_index() == 0,
+                          progress_bar=config.progress_bar, initial_step=self.start_step)
+    pending: list[tuple[int, dict[str, Any], float]] = []
+    last_saved = self.start_step if self.restored is not None else None
+    state, spec, results, t0 = self.state, None, {}, time.time()
+    for step in range(self.start_step, config.total_steps):
+      local = next(data)
+      if spec is None:
+        spec = batch_spec(local)
+      check_batch(local, spec, step)
+      state, metrics = train_step(state, sharding.global_batch(local, mesh))
+      pending.append((step + 1, metrics, fingerprint(local)))
+      done = step + 1
+      writer.update_progress(done)
+      last = done == config.total_steps
+      if done % config.log_every == 0 or last:
+        self._flush(pending, writer, last_saved, t0)
+        t0 = time.time()
+      if done % config.checkpoint_every == 0 or last:
+        self._flush(pending, writer, last_saved, t0)
+        self.ckpt.save(done, state, data.get_state(), self.meta())
+        last_saved = done
+      if (config.eval_every and done % config.eval_every == 0) or last:
+        results = self.run_evals(state.params, done, writer)
+    self.ckpt.close()
+    writer.close()
+    self.state = state
+    return results
+
+  def _flush(self, pending, writer, last_saved, t0) -> None:
+    """Fetches buffered step metrics (one host sync), stops on the first non-finite step, writes the rest."""
+    if not pending:
+      return
+    fetched = jax.device_get([m for _, m, _ in pending])
+    for (step, _, fp), m in zip(pending, fetched):
+      if not m["finite"]:
+        self.ckpt.wait()
+        where = (f"the last good checkpoint is step {last_saved} in {self.ckpt.directory}" if last_saved
+                 else "no checkpoint was written")
+        raise MmjaxError(f"non-finite loss at step {step} (loss={float(m['loss'])}, grad_norm="
+                         f"{float(m['grad_norm'])}); stopped, {where}; lower optim.lr or set optim.clip_grad_norm")
+    n = len(pending)
+    for (step, _, fp), m in zip(pending, fetched):
+      row = {k: float(v) for k, v in m.items() if k != "finite"}
+      row["batch_fingerprint"] = fp
+      if step == pending[-1][0]:
+        row["steps_per_s"] = n / max(time.time() - t0, 1e-9)
+      writer.write(step, row, prefix="train")
+    writer.update_progress(pending[-1][0], {"loss": float(fetched[-1]["loss"]), "lr": float(fetched[-1]["lr"])})
+    pending.clear()
+
+  # ---------------------------------------------------------------- eval
+  def run_evals(self, params, step: int, writer: MetricWriter | None = None) -> dict[str, float]:
+    results = eval_runner.run(self.config, params, model=self.model, tokenizer=self.tokenizer, mesh=self.mesh)
+    if writer is not None and results:
+      writer.write(step, results, prefix="eval")
+      writer.write_summary(results, prefix=f"eval (step {step})")
+    return results
+
+  def evaluate(self) -> dict[str, float]:
+    if self.restored is None:
+      raise MmjaxError(f"no checkpoint in {self.ckpt.directory} to evaluate; train first (--mode train)")
+    with MetricWriter(self.workdir, total_steps=0, enabled=jax.process_index() == 0, progress_bar=False) as writer:
+      return self.run_evals(self.state.params, self.start_step, writer)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  return Trainer(config, workdir).train()

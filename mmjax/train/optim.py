@@ -1,0 +1,54 @@
+"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup + cosine, masked weight decay, global-norm clipping."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+import optax
+
+from mmjax.errors import MmjaxError
+
+
+def path_str(path) -> str:
+  """'/'-joined parameter path, e.g. 'vision/blocks_0/attn/qkv/kernel'."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def decay_mask(params: Any, no_decay_regex: str) -> Any:
+  """True where weight decay applies: matrices and kernels, not biases, norms, temperature, 1-D tokens.
+
+  Mirrors open_clip's rule (no decay for ndim < 2 or names of norms/biases/logit_scale).
+  """
+  pattern = re.compile(no_decay_regex)
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: x.ndim >= 2 and not pattern.search(path_str(p)), params)
+
+
+def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 to `lr`, then cosine to `lr * end_lr_factor` at `total_steps` (or constant)."""
+  lr = optim_cfg.lr
+  warmup = min(optim_cfg.warmup_steps, max(total_steps - 1, 0))
+  if optim_cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
+        end_value=lr * optim_cfg.end_lr_factor)
+  if optim_cfg.schedule == "constant":
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+  raise MmjaxError(f"unknown optim.schedule {optim_cfg.schedule!r}; use 'cosine' or 'constant'")
+
+
+def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """Returns (tx, schedule). `optim.name` is 'adamw' (decoupled decay) or 'sgd' (momentum b1)."""
+  schedule = make_schedule(optim_cfg, total_steps)
+  mask = lambda params: decay_mask(params, optim_cfg.no_decay_regex)
+  if optim_cfg.name == "adamw":
+    opt = optax.adamw(schedule, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
+                      weight_decay=optim_cfg.weight_decay, mask=mask)
+  elif optim_cfg.name == "sgd":
+    opt = optax.chain(optax.add_decayed_weights(optim_cfg.weight_decay, mask),
+                      optax.sgd(schedule, momentum=optim_cfg.b1))
+  else:
+    raise MmjaxError(f"unknown optim.name {optim_cfg.name!r}; use 'adamw' or 'sgd'")
+  parts = [optax.clip_by_global_norm(optim_cfg.clip_grad_norm)] if optim_cfg.clip_grad_norm else []
+  return optax.chain(*parts, opt), schedule

@@ -1,0 +1,34 @@
+"""Shared test helpers. Tests run on the CPU; multi-device tests run `tests/driver.py` in a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DRIVER = os.path.join(ROOT, "tests", "driver.py")
+
+
+def run_driver(*args: str, devices: int = 1, check: bool = True, env: dict | None = None,
+               timeout: int = 300) -> subprocess.CompletedProcess:
+  """Runs tests/driver.py in a fresh process with `devices` simulated CPU devices."""
+  full_env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                  JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **(env or {}))
+  proc = subprocess.run([sys.executable, DRIVER, *args], env=full_env, capture_output=True, text=True,
+                        timeout=timeout, cwd=ROOT)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"driver {args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+  return proc
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture
+def clip_config_path():
+  return os.path.join(ROOT, "experiments", "clip_shapes.py")

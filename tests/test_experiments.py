@@ -1,0 +1,26 @@
+"""Every config in experiments/ runs two steps (train, checkpoint, eval) on tiny generated data."""
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from conftest import ROOT
+from mmjax import config as config_lib
+from mmjax.train import loop
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+
+
+def test_there_are_configs():
+  assert len(CONFIGS) >= 2
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_runs(path, tmp_path):
+  config = config_lib.load_experiment(path, "runlocal")
+  config_lib.check_keys(config)
+  results = loop.Trainer(config, str(tmp_path)).train()
+  assert os.listdir(tmp_path / "checkpoints") == [str(config.total_steps)]
+  assert all(v == v for v in results.values())  # evaluations ran and are numbers
