@@ -12,18 +12,18 @@ def get_config(arg: str | None = None):
   arg = config_lib.parse_arg(arg)
   c = config_lib.base_config()
   c.objective = "clip"
-  c.total_steps = 400
+  c.total_steps = 700
   c.batch_size = 128
   c.log_every = 25
-  c.checkpoint_every = 200
-  c.optim.lr = 1e-3
-  c.optim.warmup_steps = 40
+  c.checkpoint_every = 350
+  c.optim.lr = 2e-3
+  c.optim.warmup_steps = 30
   c.optim.weight_decay = 0.1
   c.data.image_size = 64
   c.data.context_length = 20
   c.model.embed_dim = 128
-  c.model.vision = dict(image_size=64, patch_size=8, width=128, depth=3, num_heads=4, mlp_ratio=4.0, pool="cls")
-  c.model.text = dict(vocab_size=512, context_length=20, width=128, depth=3, num_heads=4, mlp_ratio=4.0)
+  c.model.vision = dict(image_size=64, patch_size=8, width=128, depth=2, num_heads=4, mlp_ratio=4.0, pool="cls")
+  c.model.text = dict(vocab_size=512, context_length=20, width=128, depth=1, num_heads=4, mlp_ratio=4.0)
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.image_size = 32

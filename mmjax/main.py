@@ -11,10 +11,10 @@ A run resumes from the latest checkpoint in --workdir. Multi-host: pass --coordi
 from __future__ import annotations
 
 import difflib
-import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from mmjax.errors import MmjaxError
@@ -90,7 +90,7 @@ def _distributed() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # keep the console to the progress bar and results
   if not _WORKDIR.value:
     _fail("--workdir is required, e.g. --workdir runs/clip_shapes")
   try:

@@ -115,7 +115,9 @@ def test_shapes_tasks():
   assert set(tasks) == {"shape", "colour", "shape_colour"}
   n_s, n_c = len(shapes.SHAPES), len(shapes.COLOURS)
   assert tasks["shape"][0] == list(shapes.SHAPES) and tasks["colour"][0] == list(shapes.COLOURS)
-  names, label_fn = tasks["shape_colour"]
+  names, label_fn, templates = tasks["shape_colour"]
+  assert tasks["shape"][2][0]("circle") == "a red circle"        # shape prompts ensemble over colour words
+  assert tasks["colour"][2][1]("orange") == "an orange square"  # colour prompts over shape words
   assert len(names) == n_s * n_c
   example = {"shape": np.array([[2, -1], [0, 1]]), "colour": np.array([[3, -1], [n_c - 1, 0]])}
   np.testing.assert_array_equal(tasks["shape"][1](example), [2, 0])

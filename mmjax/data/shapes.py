@@ -137,8 +137,9 @@ def _sdf(shape: int, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
     n = np.array([-e[1], e[0]]) / np.hypot(*e)
     n = n if n[0] > 0 else -n
     return n[0] * (qx - r) + n[1] * qy
-  if shape == 4:     # diamond
-    return (au + av - r) * np.float32(np.sqrt(0.5))
+  if shape == 4:     # diamond: a rhombus 0.6 as wide as tall (a playing-card diamond), so that no rotation of the
+    # square (at most MAX_ROTATION) looks like it; the factor makes it a distance (|grad| = 1)
+    return (au / 0.6 + av - r) * np.float32(0.6 / np.sqrt(1 + 0.36))
   w = max(0.32 * r, 1.0)   # cross (plus sign); arms at least 2 px wide so small crosses stay legible
   return np.minimum(np.maximum(au - r, av - w), np.maximum(au - w, av - r))
 

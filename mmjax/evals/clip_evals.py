@@ -13,10 +13,10 @@ import numpy as np
 
 from mmjax.data import pipeline
 from mmjax.evals.retrieval import retrieval_metrics
-from mmjax.evals.zero_shot import SHAPES_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
+from mmjax.evals.zero_shot import build_classifier, shapes_tasks, zero_shot_accuracy
 from mmjax.registry import EVALUATORS
 
-ZERO_SHOT_TASKS = {"shapes": (shapes_tasks, SHAPES_TEMPLATES)}
+ZERO_SHOT_TASKS = {"shapes": shapes_tasks}   # data.name -> () -> {task: (classnames, label_fn, templates)}
 
 
 def batched_apply(fn, params, x: np.ndarray, batch_size: int) -> jax.Array:
@@ -54,11 +54,11 @@ def clip_eval(params, ctx) -> dict[str, float]:
     r = retrieval_metrics(img, txt, np.arange(len(arrays["tokens"])))
     results.update({f"retrieval/{k}": float(v) for k, v in r.items()})
   if cfg.evals.zero_shot and cfg.data.name in ZERO_SHOT_TASKS:
-    tasks_fn, templates = ZERO_SHOT_TASKS[cfg.data.name]
+    tasks_fn = ZERO_SHOT_TASKS[cfg.data.name]
     context_length = arrays["tokens"].shape[1]
     encode_text = lambda t: batched_apply(enc_txt, params, np.asarray(t), bs)
     tokenize = lambda texts: ctx.tokenizer.encode(list(texts), context_length)
-    for task, (classnames, label_fn) in tasks_fn().items():
+    for task, (classnames, label_fn, templates) in tasks_fn().items():
       classifier = build_classifier(encode_text, tokenize, classnames, templates)
       acc = zero_shot_accuracy(img, classifier, np.asarray(label_fn(arrays)))
       results[f"zero_shot/{task}"] = float(acc["top1"])

@@ -117,18 +117,22 @@ def _first(x) -> np.ndarray:
   return x[:, 0] if x.ndim == 2 else x
 
 
-def shapes_tasks() -> dict[str, tuple[list[str], Callable[[dict], np.ndarray]]]:
-  """Zero-shot tasks on the shapes data: name -> (classnames, label_fn(example batch) -> int [B]).
+def shapes_tasks() -> dict[str, tuple[list[str], Callable[[dict], np.ndarray], tuple[Template, ...]]]:
+  """Zero-shot tasks on the shapes data: name -> (classnames, label_fn(example batch) -> int [B], templates).
 
   Labels come from the first shape of each image (meaningful with data.max_shapes = 1). Class texts are the bare
-  caption words ("red", "circle", "red circle"; with SHAPES_TEMPLATES: "there is a red") so every prompt uses only
-  words the captions contain; a "red object" suffix would put an unseen word into each prompt.
+  caption words ("red", "circle", "red circle") so every prompt uses only words the captions contain. Every
+  caption names both colour and shape, so a bare "a circle" is a sentence the text tower never saw: as in CLIP's
+  prompt ensembling (Radford et al. 2021, Sec. 3.1.4), the "shape" class embedding averages SHAPES_TEMPLATES over
+  every colour word ("a red circle", "a blue circle", ...) and the "colour" one over every shape word.
   """
   from mmjax.data.shapes import COLOURS, SHAPES   # lazy: keeps evals importable without the data module
   shapes, colours = list(SHAPES), list(COLOURS)
+  over_colours = tuple((lambda c, t=t, col=col: t(f"{col} {c}")) for t in SHAPES_TEMPLATES for col in colours)
+  over_shapes = tuple((lambda c, t=t, sh=sh: t(f"{c} {sh}")) for t in SHAPES_TEMPLATES for sh in shapes)
   return {
-      "shape": (shapes, lambda ex: _first(ex["shape"])),
-      "colour": (colours, lambda ex: _first(ex["colour"])),
+      "shape": (shapes, lambda ex: _first(ex["shape"]), over_colours),
+      "colour": (colours, lambda ex: _first(ex["colour"]), over_shapes),
       "shape_colour": ([f"{c} {s}" for c in colours for s in shapes],
-                       lambda ex: _first(ex["colour"]) * len(shapes) + _first(ex["shape"])),
+                       lambda ex: _first(ex["colour"]) * len(shapes) + _first(ex["shape"]), SHAPES_TEMPLATES),
   }

@@ -6,7 +6,6 @@ and the evaluators (by name) come from the registries.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import zlib
@@ -127,7 +126,8 @@ class Trainer:
       self.state, self.data_state, self.start_step = init(rng, inputs), None, 0
     else:
       self.start_step, self.state, self.data_state, _ = self.restored
-      logging.info("resumed from %s/%d", self.ckpt.directory, self.start_step)
+      if jax.process_index() == 0:
+        print(f"mmjax: resumed from {self.ckpt.directory}/{self.start_step}", flush=True)
     self.num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
 
   def meta(self) -> dict[str, Any]:

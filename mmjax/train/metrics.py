@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -17,6 +18,9 @@ import tqdm
 from mmjax.errors import MmjaxError
 
 JSONL_NAME = "metrics.jsonl"
+
+
+_TB_UNSAFE = re.compile(r"[^A-Za-z0-9_./-]")
 
 
 class MetricWriter:
@@ -76,7 +80,7 @@ class MetricWriter:
     scalars = {f"{prefix}/{k}" if prefix else k: v for k, v in self._scalars(metrics).items()}
     self._line({"step": step, "time": time.time(), **scalars})
     for tag, value in scalars.items():
-      self._tb.add_scalar(tag, value, step)
+      self._tb.add_scalar(_TB_UNSAFE.sub("_", tag), value, step)  # TensorBoard tags allow [A-Za-z0-9_./-]
 
   def write_text(self, step: int, name: str, text: str) -> None:
     """Logs a string (e.g. the config) to TensorBoard's text tab and as `{"step", "time", name: text}` in JSONL."""

@@ -6,7 +6,7 @@ Gradient accumulation over K micro-batches is *exact* for every objective:
   gradient w.r.t. the features on the whole batch, then back-propagates each micro-batch through its encoder with
   those feature cotangents (the GradCache scheme, Gao et al. 2021; open_clip's `accum_freq`), so the gradient equals
   the big-batch gradient while activations are held for one micro-batch at a time;
-- objectives that average a per-example loss (`features_fn is None`) average the micro-batch gradients.
+- objectives that average a per-example loss (`Objective.loss`) average the micro-batch gradients.
 Micro-batch k takes examples k, k+K, k+2K, ...: every micro-batch is spread over all devices.
 """
 from __future__ import annotations
