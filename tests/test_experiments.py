@@ -24,3 +24,13 @@ def test_config_runs(path, tmp_path):
   results = loop.Trainer(config, str(tmp_path)).train()
   assert os.listdir(tmp_path / "checkpoints") == [str(config.total_steps)]
   assert all(v == v for v in results.values())  # evaluations ran and are numbers
+
+
+def test_rerun_of_a_finished_run_evaluates_without_training(tmp_path):
+  from conftest import read_jsonl
+  config = config_lib.load_experiment(CONFIGS[0], "runlocal")
+  loop.Trainer(config, str(tmp_path)).train()
+  trained = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in r]
+  results = loop.Trainer(config, str(tmp_path)).train()
+  assert "zero_shot/shape_colour" in results and "retrieval/i2t_R@1" in results
+  assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in r] == trained

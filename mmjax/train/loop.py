@@ -153,6 +153,11 @@ class Trainer:
     pending: list[tuple[int, dict[str, Any], float]] = []
     last_saved = self.start_step if self.restored is not None else None
     state, spec, results, t0 = self.state, None, {}, time.time()
+    if self.start_step >= config.total_steps:
+      if jax.process_index() == 0:
+        print(f"mmjax: {self.workdir} already finished {self.start_step} steps (total_steps="
+              f"{config.total_steps}); evaluating the last checkpoint", flush=True)
+      results = self.run_evals(state.params, self.start_step, writer)
     for step in range(self.start_step, config.total_steps):
       local = next(data)
       if spec is None:
