@@ -81,3 +81,12 @@ def test_kill_during_checkpoint_commit_keeps_previous(tmp_path):
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   assert not glob.glob(str(ckdir / "*tmp*"))
+
+
+def test_sharded_clip_objective_in_the_loop_matches_naive(tmp_path):
+  """objective=clip_sharded (shard_map, no device holds B x B logits) on 8 devices == clip on 1 device."""
+  common = ["--set", "total_steps=3", "--set", "batch_size=16", "--set", "checkpoint_every=100"]
+  run_driver("--config", CLIP, "--workdir", str(tmp_path / "n"), "--dump", str(tmp_path / "n.npz"), *common)
+  run_driver("--config", CLIP, "--workdir", str(tmp_path / "s"), "--dump", str(tmp_path / "s.npz"), *common,
+             "--set", "objective='clip_sharded'", devices=8)
+  assert_trees_close(load(tmp_path / "n.npz"), load(tmp_path / "s.npz"))

@@ -48,5 +48,6 @@ def get_objective(name: str) -> Objective:
 
 
 from mmjax.objectives import contrastive  # noqa: E402,F401  (registers "clip", "siglip"; needs Objective)
+from mmjax.objectives import contrastive_sharded  # noqa: E402,F401  ("clip_sharded", "siglip_sharded")
 
-__all__ = ["Objective", "get_objective", "contrastive"]
+__all__ = ["Objective", "get_objective", "contrastive", "contrastive_sharded"]

@@ -1,0 +1,81 @@
+"""Subprocess check for tests/test_contrastive_sharded.py: sharded vs naive contrastive losses on simulated devices.
+
+Run with XLA_FLAGS=--xla_force_host_platform_device_count=8 JAX_PLATFORMS=cpu PYTHONPATH=<repo root>; prints one
+JSON list of records {"case", "naive_loss", "diffs": {name: max abs difference}} on the last line of stdout.
+"""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.objectives import get_objective
+from mmjax.objectives.contrastive import clip_loss, siglip_loss
+from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_siglip_loss
+from mmjax.train.sharding import make_mesh
+
+B, E = 16, 8
+MESHES = [(1, 1), (2, 1), (4, 1), (2, 2), (8, 1), (4, 2)]  # (data, fsdp) over the first data*fsdp devices
+
+
+def _embeddings(seed: int) -> tuple[jax.Array, jax.Array]:
+  rng = np.random.default_rng(seed)
+  zi = rng.standard_normal((B, E))
+  zt = zi + 1.2 * rng.standard_normal((B, E))  # partly aligned pairs: accuracies strictly between 0 and 1
+  zi /= np.linalg.norm(zi, axis=1, keepdims=True)
+  zt /= np.linalg.norm(zt, axis=1, keepdims=True)
+  return jnp.asarray(zi, jnp.float32), jnp.asarray(zt, jnp.float32)
+
+
+def _max_diff(a, b) -> float:
+  """Max abs difference over all leaves of two pytrees of the same structure."""
+  diffs = jax.tree.map(lambda x, y: jnp.max(jnp.abs(jnp.asarray(x) - jnp.asarray(y))), a, b)
+  return max(float(d) for d in jax.tree.leaves(diffs))
+
+
+def _compare(case: str, naive, sharded, args: tuple, metric_keys: tuple[str, ...]) -> dict:
+  """Loss, metrics and grads w.r.t. every argument of naive(*args) vs sharded(*args), both under jit."""
+  (l0, m0), g0 = jax.jit(jax.value_and_grad(naive, argnums=tuple(range(len(args))), has_aux=True))(*args)
+  (l1, m1), g1 = jax.jit(jax.value_and_grad(sharded, argnums=tuple(range(len(args))), has_aux=True))(*args)
+  diffs = {"loss": _max_diff(l0, l1)}
+  diffs.update({f"grad{i}": _max_diff(a, b) for i, (a, b) in enumerate(zip(g0, g1))})
+  diffs.update({k: _max_diff(m0[k], m1[k]) for k in metric_keys})
+  return {"case": case, "naive_loss": float(l0), "i2t_acc": float(m0["i2t_acc"]), "diffs": diffs}
+
+
+def main() -> None:
+  records = []
+  zi, zt = _embeddings(0)
+  bias = jnp.float32(-3.0)
+  for data, fsdp in MESHES:
+    mesh = make_mesh({"data": data, "fsdp": fsdp}, jax.devices()[: data * fsdp])
+    for t in (2.3, 5.0):  # 5.0 > log 100: the clamp (zero scale gradient for clip)
+      scale = jnp.float32(t)
+      for chunk in (None, 4):
+        records.append(_compare(
+            f"clip data={data} fsdp={fsdp} t={t} chunk={chunk}", clip_loss,
+            lambda a, b, s, m=mesh, c=chunk: chunked_clip_loss(a, b, s, mesh=m, chunk_size=c),
+            (zi, zt, scale), ("logit_scale", "temperature", "i2t_acc", "t2i_acc")))
+      if t > 3.0:  # exp(5) ~ 148: sigmoid losses ~300, float32 rounding alone is ~1e-5 there
+        continue
+      records.append(_compare(
+          f"siglip data={data} fsdp={fsdp} t={t}", siglip_loss,
+          lambda a, b, s, c, m=mesh: ring_siglip_loss(a, b, s, c, mesh=m),
+          (zi, zt, scale, bias), ("logit_scale", "logit_bias", "i2t_acc", "t2i_acc")))
+
+  # The registered objectives: mesh from the jax.set_mesh context, and the all-devices fallback without one.
+  params = {"logit_scale": jnp.float32(2.3), "logit_bias": bias}
+  feats = {"zimg": zi, "ztxt": zt}
+  for name in ("clip", "siglip"):
+    naive = get_objective(name).loss_from_features
+    sharded = get_objective(f"{name}_sharded").loss_from_features
+    with jax.set_mesh(make_mesh({"data": 2, "fsdp": 4})):
+      records.append(_compare(f"objective {name}_sharded set_mesh", naive, sharded, (params, feats), ("i2t_acc",)))
+    records.append(_compare(f"objective {name}_sharded fallback", naive, sharded, (params, feats), ("i2t_acc",)))
+  print(json.dumps(records))
+
+
+if __name__ == "__main__":
+  main()
