@@ -7,6 +7,8 @@
 A run resumes from the latest checkpoint in --workdir. Multi-host: pass --coordinator_address host:port,
 --num_processes and --process_id (or set them in the environment JAX reads on TPU VMs / SLURM with
 --distributed=auto). Errors a user can fix print one line, `mmjax: error: ...`, and exit with status 2.
+SIGTERM/SIGINT (preemption, Ctrl-C) stop training at the next step with a checkpoint and exit with status 75
+(EX_TEMPFAIL: requeue and rerun the same command to resume); a second signal exits at once with status 130.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from mmjax.errors import MmjaxError
+from mmjax.train.preemption import EXIT_PREEMPTED, Preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
                                           lock_config=True)
@@ -101,6 +104,9 @@ def main(argv: list[str]) -> None:
       trainer.train()
     else:
       trainer.evaluate()
+  except Preempted as e:
+    print(f"mmjax: {e}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_PREEMPTED)
   except MmjaxError as e:
     _fail(str(e))
 

@@ -25,6 +25,7 @@ from mmjax.objectives import get_objective
 from mmjax.train import checkpoint as ckpt_lib
 from mmjax.train import optim, sharding
 from mmjax.train.metrics import MetricWriter
+from mmjax.train.preemption import Preempted, PreemptionGuard
 from mmjax.train.state import TrainState
 from mmjax.train.step import make_train_step
 
@@ -40,6 +41,36 @@ def check_workdir(workdir: str) -> None:
   except OSError as e:
     raise MmjaxError(f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir "
                      f"or fix its permissions") from None
+
+
+def _get(config, key: str) -> Any:
+  """config value at a dotted key, or None where any part is missing."""
+  node = config
+  for part in key.split("."):
+    if not hasattr(node, "keys") or part not in node.keys():
+      return None
+    node = node[part]
+  return node
+
+
+def check_model_data(config) -> None:
+  """Model/data shape agreement, checked up front where the keys exist (models without them are skipped)."""
+  image, patch = _get(config, "model.vision.image_size"), _get(config, "model.vision.patch_size")
+  if image is not None and patch is not None:
+    if patch < 1 or image % patch:
+      ok = [p for p in range(1, image + 1) if image % p == 0]
+      sizes = [m for m in ((image // patch) * patch, (image // patch + 1) * patch) if m > 0] if patch > 0 else []
+      raise MmjaxError(f"config key model.vision.image_size={image} is not divisible by model.vision.patch_size="
+                       f"{patch}; use an image size that is a multiple of {patch} (e.g. "
+                       f"{' or '.join(map(str, sizes))}) or a patch size in {ok}")
+  data_image = _get(config, "data.image_size")
+  if image is not None and data_image is not None and data_image != image:
+    raise MmjaxError(f"config key data.image_size={data_image} differs from model.vision.image_size={image}; "
+                     f"set both to the same value (e.g. --config.data.image_size={image})")
+  ctx, data_ctx = _get(config, "model.text.context_length"), _get(config, "data.context_length")
+  if ctx is not None and data_ctx is not None and ctx != data_ctx:
+    raise MmjaxError(f"config key data.context_length={data_ctx} differs from model.text.context_length={ctx}; "
+                     f"set both to the same value (e.g. --config.data.context_length={ctx})")
 
 
 def atomic_write(path: str, text: str) -> None:
@@ -92,14 +123,14 @@ class Trainer:
   """Builds everything a run needs; `train()` runs it, `evaluate()` scores the latest checkpoint."""
 
   def __init__(self, config, workdir: str):
+    # Every config check runs before anything is written or compiled.
     config_lib.check_keys(config)
-    check_workdir(workdir)
-    self.config, self.workdir = config, workdir
+    check_model_data(config)
     self.mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.batch_size, self.mesh, jax.process_count())
-    if config.batch_size % (config.grad_accum_steps * self.mesh.size):
-      raise MmjaxError(f"config key batch_size={config.batch_size} must be divisible by grad_accum_steps x devices "
-                       f"= {config.grad_accum_steps} x {self.mesh.size}")
+    sharding.check_grad_accum(config.grad_accum_steps, config.batch_size, self.mesh)
+    check_workdir(workdir)
+    self.config, self.workdir = config, workdir
     self.ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     self.model = build_model(config.model)
     self.objective = get_objective(config.objective)
@@ -158,29 +189,47 @@ class Trainer:
         print(f"mmjax: {self.workdir} already finished {self.start_step} steps (total_steps="
               f"{config.total_steps}); evaluating the last checkpoint", flush=True)
       results = self.run_evals(state.params, self.start_step, writer)
-    for step in range(self.start_step, config.total_steps):
-      local = next(data)
-      if spec is None:
-        spec = batch_spec(local)
-      check_batch(local, spec, step)
-      state, metrics = train_step(state, sharding.global_batch(local, mesh))
-      pending.append((step + 1, metrics, fingerprint(local)))
-      done = step + 1
-      writer.update_progress(done)
-      last = done == config.total_steps
-      if done % config.log_every == 0 or last:
-        self._flush(pending, writer, last_saved, t0)
-        t0 = time.time()
-      if done % config.checkpoint_every == 0 or last:
-        self._flush(pending, writer, last_saved, t0)
-        self.ckpt.save(done, state, data.get_state(), self.meta())
-        last_saved = done
-      if (config.eval_every and done % config.eval_every == 0) or last:
-        results = self.run_evals(state.params, done, writer)
+    # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py).
+    # Single-process semantics: with several processes each stops on its own signal; agreeing on one stop step
+    # across hosts (multihost_utils.sync_global_devices / jax's preemption sync manager) is not done yet.
+    with PreemptionGuard() as guard:
+      for step in range(self.start_step, config.total_steps):
+        local = next(data)
+        if spec is None:
+          spec = batch_spec(local)
+        check_batch(local, spec, step)
+        state, metrics = train_step(state, sharding.global_batch(local, mesh))
+        pending.append((step + 1, metrics, fingerprint(local)))
+        done = step + 1
+        writer.update_progress(done)
+        last = done == config.total_steps
+        if done % config.log_every == 0 or last:
+          self._flush(pending, writer, last_saved, t0)
+          t0 = time.time()
+        if done % config.checkpoint_every == 0 or last:
+          self._flush(pending, writer, last_saved, t0)
+          self.ckpt.save(done, state, data.get_state(), self.meta())
+          last_saved = done
+        if guard.requested:
+          self.state = state
+          self._preempt(guard, done, state, data, pending, writer, last_saved, t0)
+        if (config.eval_every and done % config.eval_every == 0) or last:
+          results = self.run_evals(state.params, done, writer)
     self.ckpt.close()
     writer.close()
     self.state = state
     return results
+
+  def _preempt(self, guard: PreemptionGuard, done: int, state, data, pending, writer, last_saved, t0) -> None:
+    """Stops at step `done` on request: flushes metrics, saves (unless just saved), commits, raises `Preempted`."""
+    self._flush(pending, writer, last_saved, t0)  # the non-finite guard applies: never checkpoint a NaN state
+    if last_saved != done:
+      self.ckpt.save(done, state, data.get_state(), self.meta())
+    self.ckpt.close()  # waits until the checkpoint is committed
+    writer.close()
+    raise Preempted(f"preempted by {guard.signal_name} at step {done}; checkpoint saved to "
+                    f"{self.ckpt.directory}/{done}; rerun the same command to resume", step=done,
+                    signal_name=guard.signal_name or "SIGTERM")
 
   def _flush(self, pending, writer, last_saved, t0) -> None:
     """Fetches buffered step metrics (one host sync), stops on the first non-finite step, writes the rest."""

@@ -24,6 +24,10 @@ def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   unknown = set(mesh_cfg.keys()) - set(AXES)
   if unknown:
     raise MmjaxError(f"unknown mesh axis {sorted(unknown)} in config key mesh; valid axes: {AXES}")
+  for a, s in sizes.items():
+    if s != -1 and (s < 1 or n % s):
+      raise MmjaxError(f"config key mesh.{a}={s} does not fit the {n} available devices; valid values: "
+                       f"{divisors(n)} (divisors of the device count) or -1 for all remaining devices")
   free = [a for a, s in sizes.items() if s == -1]
   if len(free) > 1:
     raise MmjaxError(f"config key mesh: at most one axis may be -1, got {dict(sizes)}")
@@ -85,11 +89,32 @@ def shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, tuple]]) -> Any:
   return jax.tree_util.tree_map_with_path(check, tree, specs)
 
 
+def divisors(n: int) -> list[int]:
+  return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def nearby_multiples(value: int, unit: int) -> list[int]:
+  """The multiples of `unit` just below and above `value` (positive ones only)."""
+  low = (value // unit) * unit
+  return [m for m in (low, low + unit) if m > 0 and m != value] or [unit]
+
+
 def check_batch_size(batch_size: int, mesh: Mesh, process_count: int) -> None:
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if batch_size % shards or batch_size % process_count:
+  unit = math.lcm(shards, process_count)
+  if batch_size < 1 or batch_size % unit:
     raise MmjaxError(f"config key batch_size={batch_size} must be divisible by the {shards} batch shards "
-                     f"(mesh data x fsdp) and by the {process_count} processes")
+                     f"(mesh data x fsdp) and by the {process_count} processes; use a multiple of {unit}, "
+                     f"e.g. {' or '.join(map(str, nearby_multiples(batch_size, unit)))}")
+
+
+def check_grad_accum(grad_accum_steps: int, batch_size: int, mesh: Mesh) -> None:
+  """grad_accum_steps must be >= 1 and split each device's share of the batch into equal micro-batches."""
+  per_device = batch_size // mesh.size
+  if not isinstance(grad_accum_steps, int) or grad_accum_steps < 1 or per_device % grad_accum_steps:
+    raise MmjaxError(f"config key grad_accum_steps={grad_accum_steps} must be >= 1 and divide the per-device "
+                     f"batch (batch_size {batch_size} / {mesh.size} devices = {per_device}); valid values: "
+                     f"{divisors(per_device)}")
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

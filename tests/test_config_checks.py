@@ -1,0 +1,84 @@
+"""Bad configs fail in `Trainer.__init__`, before anything compiles, naming the key and the valid choices."""
+from __future__ import annotations
+
+import os
+import types
+
+import jax
+import pytest
+
+from conftest import ROOT
+from mmjax import config as config_lib
+from mmjax.errors import MmjaxError
+from mmjax.train import loop, sharding
+
+CLIP = os.path.join(ROOT, "experiments", "clip_shapes.py")
+
+
+def tiny():
+  return config_lib.load_experiment(CLIP, "runlocal")
+
+
+def assert_fails_up_front(config, tmp_path, match: str) -> str:
+  workdir = tmp_path / "run"
+  with pytest.raises(MmjaxError, match=match) as info:
+    loop.Trainer(config, str(workdir))
+  ckdir = workdir / "checkpoints"
+  assert not ckdir.exists() or not os.listdir(ckdir)  # nothing was saved, so nothing was compiled
+  message = str(info.value)
+  assert len(message.splitlines()) == 1, message
+  return message
+
+
+def test_batch_size_not_divisible_lists_multiples(tmp_path):
+  c = tiny()
+  c.batch_size = 0
+  assert_fails_up_front(c, tmp_path, r"batch_size=0 must be divisible")
+  # 8 batch shards (data 4 x fsdp 2) need more devices than the test has: check the message on a stand-in mesh.
+  mesh = types.SimpleNamespace(shape={"data": 4, "fsdp": 2})
+  with pytest.raises(MmjaxError, match=r"batch_size=12 .*use a multiple of 8, e.g. 8 or 16"):
+    sharding.check_batch_size(12, mesh, 1)
+  sharding.check_batch_size(16, mesh, 1)
+
+
+def test_mesh_axis_larger_than_device_count(tmp_path):
+  c = tiny()
+  c.mesh.fsdp = 16 * jax.device_count()
+  msg = assert_fails_up_front(c, tmp_path, r"mesh\.fsdp=")
+  assert f"{jax.device_count()} available devices" in msg and "-1" in msg
+
+
+def test_image_size_not_divisible_by_patch_size(tmp_path):
+  c = tiny()
+  c.model.vision.image_size = c.data.image_size = 30   # patch 8
+  msg = assert_fails_up_front(c, tmp_path, r"model\.vision\.image_size=30 .*model\.vision\.patch_size=8")
+  assert "24 or 32" in msg and "[1, 2, 3, 5, 6, 10, 15, 30]" in msg
+
+
+def test_data_image_size_differs_from_model(tmp_path):
+  c = tiny()
+  c.data.image_size = 48   # the model expects 32
+  assert_fails_up_front(c, tmp_path, r"data\.image_size=48 differs from model\.vision\.image_size=32")
+
+
+def test_context_length_differs_from_model(tmp_path):
+  c = tiny()
+  c.data.context_length = 16   # the model expects 20
+  assert_fails_up_front(c, tmp_path, r"data\.context_length=16 differs from model\.text\.context_length=20")
+
+
+@pytest.mark.parametrize("accum", [0, -1, 3])
+def test_bad_grad_accum_steps(tmp_path, accum):
+  c = tiny()
+  c.batch_size = 8 * jax.device_count()
+  c.grad_accum_steps = accum
+  msg = assert_fails_up_front(c, tmp_path, rf"grad_accum_steps={accum} must be >= 1")
+  assert "valid values: [1, 2, 4, 8]" in msg
+
+
+def test_checks_skip_models_without_the_keys():
+  c = tiny()
+  with c.unlocked():
+    del c.model["vision"]
+    del c.model["text"]
+  loop.check_model_data(c)  # nothing to compare: no error

@@ -1,0 +1,91 @@
+"""Preemption: SIGTERM stops training at a step boundary with a committed checkpoint; the rerun resumes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, read_jsonl
+from mmjax.train.preemption import EXIT_FORCED, EXIT_PREEMPTED, PreemptionGuard
+
+CLIP = "experiments/clip_shapes.py:runlocal"
+# Steps take a few ms on the CPU: enough of them that the run is still going when the signal arrives.
+TOTAL = 2000
+
+
+def main_cmd(workdir, *overrides: str) -> list[str]:
+  return [sys.executable, "-m", "mmjax.main", "--config", CLIP, "--workdir", str(workdir),
+          "--config.checkpoint_every=1000", "--config.log_every=1", *overrides]
+
+
+def env() -> dict:
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+
+
+def train_steps(workdir) -> int:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    return sum('"train/loss"' in line for line in f)
+
+
+def wait_for_steps(proc, workdir, n: int, timeout: float = 120) -> None:
+  deadline = time.time() + timeout
+  while train_steps(workdir) < n:
+    assert proc.poll() is None, f"run exited {proc.returncode} early:\n{proc.communicate()[1][-3000:]}"
+    assert time.time() < deadline, "run did not reach 3 steps"
+    time.sleep(0.01)
+
+
+def test_sigterm_saves_checkpoint_and_rerun_resumes(tmp_path):
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(main_cmd(workdir, f"--config.total_steps={TOTAL}"), cwd=ROOT, env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    wait_for_steps(proc, workdir, 3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == EXIT_PREEMPTED, f"{out[-2000:]}\n{err[-3000:]}"
+  assert "preempted by SIGTERM at step" in err, err[-3000:]
+  steps = [int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()]
+  assert len(steps) == 1 and 3 <= steps[0] < TOTAL, os.listdir(workdir / "checkpoints")
+  n = steps[0]
+  assert f"at step {n};" in err and os.path.join("checkpoints", str(n)) in err
+  logged = [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r]
+  assert logged == list(range(1, n + 1))  # every step up to the checkpoint was flushed, none after
+
+  rerun = subprocess.run(main_cmd(workdir, f"--config.total_steps={n + 2}"), cwd=ROOT, env=env(),
+                         capture_output=True, text=True, timeout=120)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "resumed from" in rerun.stdout and f"checkpoints/{n}" in rerun.stdout
+  logged = [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r]
+  assert logged[-3:] == [n, n + 1, n + 2]
+
+
+def test_guard_records_signal_and_restores_handlers():
+  before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  with PreemptionGuard() as guard:
+    assert not guard.requested and guard.signal_name is None
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)  # the handler runs at the next bytecode boundary of the main thread
+    assert guard.requested and guard.signal_name == "SIGTERM"
+  assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_second_signal_exits_at_once():
+  code = ("import os, signal, time\n"
+          "from mmjax.train.preemption import PreemptionGuard\n"
+          "with PreemptionGuard() as g:\n"
+          "  os.kill(os.getpid(), signal.SIGINT); time.sleep(0.01); assert g.requested\n"
+          "  os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+          "print('not reached')\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == EXIT_FORCED, proc.stderr
+  assert "not reached" not in proc.stdout and "exiting now" in proc.stderr
