@@ -104,3 +104,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
   with pytest.raises(MmjaxError, match=r"non-finite loss at step 4 .*last good checkpoint is step 2"):
     loop.Trainer(c, str(tmp_path)).train()
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+def test_damaged_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+  """Checkpoint 4's arrays are truncated: the next start warns, naming it, and resumes from checkpoint 2."""
+  c = tiny()
+  c.total_steps, c.checkpoint_every = 4, 2
+  loop.Trainer(c, str(tmp_path)).train()
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+  damaged = 0
+  for root, _, files in os.walk(tmp_path / "checkpoints" / "4" / "state"):
+    for name in files:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(0)
+      damaged += 1
+  assert damaged
+  with caplog.at_level("WARNING"):
+    trainer = loop.Trainer(c, str(tmp_path))
+  assert trainer.start_step == 2
+  assert any("checkpoints/4 is damaged" in r.getMessage() for r in caplog.records)
