@@ -58,8 +58,8 @@ def check_model_data(config) -> None:
   image, patch = _get(config, "model.vision.image_size"), _get(config, "model.vision.patch_size")
   if image is not None and patch is not None:
     if patch < 1 or image % patch:
-      ok = [p for p in range(1, image + 1) if image % p == 0]
-      sizes = [m for m in ((image // patch) * patch, (image // patch + 1) * patch) if m > 0] if patch > 0 else []
+      ok = sharding.divisors(image)
+      sizes = sharding.nearby_multiples(image, patch) if patch > 0 else []
       raise MmjaxError(f"config key model.vision.image_size={image} is not divisible by model.vision.patch_size="
                        f"{patch}; use an image size that is a multiple of {patch} (e.g. "
                        f"{' or '.join(map(str, sizes))}) or a patch size in {ok}")
