@@ -192,7 +192,8 @@ class Trainer:
     # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py).
     # Single-process semantics: with several processes each stops on its own signal; agreeing on one stop step
     # across hosts (multihost_utils.sync_global_devices / jax's preemption sync manager) is not done yet.
-    with PreemptionGuard() as guard:
+    # Under the run's mesh, so that objectives with explicit collectives (shard_map) see its axes.
+    with PreemptionGuard() as guard, jax.set_mesh(mesh):
       for step in range(self.start_step, config.total_steps):
         local = next(data)
         if spec is None:
