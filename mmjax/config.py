@@ -37,7 +37,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       name="shapes", image_size=64, min_shapes=1, max_shapes=1, noise_std=0.03,
-      context_length=32, vocab_size=512, num_workers=0, prefetch=2))
+      context_length=32, vocab_size=512, num_workers=0, prefetch=2,
+      # Prepared (TFDS) data sets: raw files from manual_dir (default ../shared/data/<name> or $MMJAX_RAW_DATA),
+      # built into data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets); skip_bad skips corrupt raw files;
+      # fake_raw=n builds from n generated fake raw examples instead (tests).
+      manual_dir="", data_dir="", skip_bad=False, fake_raw=0,
+      crop_scale=(0.9, 1.0), flip=False))      # training augmentation of real images
 
   c.model = ml_collections.ConfigDict(dict(
       name="clip", embed_dim=128,
@@ -48,7 +53,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.evals = ml_collections.ConfigDict(dict(
       names="clip",                 # comma-separated evaluators (mmjax.registry.EVALUATORS); "" for none
-      zero_shot=True, retrieval=True, num_examples=1000, batch_size=250))
+      zero_shot=True, retrieval=True, num_examples=1000, batch_size=250,
+      zero_shot_data="",            # a prepared classification data set for zero-shot (e.g. "cifar10_test")
+      # "linear_probe" (evals/linear_probe.py): label tasks, probe-train size (probe-test: num_examples), method
+      # ("logreg" | "ridge"), the two splits, or a prepared classification data set split i % 5 == 4 -> test.
+      probe_tasks="shape,colour", probe_train_examples=1000, probe_method="logreg", probe_splits="train,test",
+      probe_data="",
+      recon_images=8))              # "reconstruction" (evals/masked_evals.py): images in the PNG grid
   return c
 
 

@@ -25,7 +25,9 @@ from mmjax.train.preemption import EXIT_PREEMPTED, Preempted
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes automatically) or eval.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "verify"],
+                          "train (resumes automatically), eval (the latest checkpoint) or verify (check every "
+                          "checkpoint of --workdir against its manifest; needs no --config).")
 _DISTRIBUTED = flags.DEFINE_enum("distributed", "off", ["off", "auto", "explicit"],
                                  "off: one process; auto: jax.distributed.initialize() from the environment "
                                  "(TPU VM, SLURM); explicit: from the three flags below.")
@@ -44,6 +46,8 @@ def _parse(argv: list[str]) -> list[str]:
   try:
     rest = flags.FLAGS(argv)
     config = _CONFIG.value
+    if _MODE.value == "verify" and not flags.FLAGS["config"].present:
+      return rest
     if config is None or type(config).__name__ == "_ErrorConfig":
       path = flags.FLAGS["config"].config_filename if flags.FLAGS["config"].present else None
       _fail(f"cannot load config file {path!r}; pass --config experiments/<name>.py" if path else
@@ -91,11 +95,41 @@ def _distributed() -> None:
                                process_id=_PROCESS_ID.value)
 
 
+def verify(workdir: str) -> int:
+  """Checks every checkpoint of `workdir`; prints one line each; 0 if the newest is intact, else 1."""
+  import os
+  from mmjax.train import checkpoint as ckpt_lib
+  root = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(root):
+    _fail(f"no checkpoints in {workdir} ({root} does not exist)")
+  names = sorted(os.listdir(root), key=lambda n: (not n.split(".")[0].isdigit(), int(n.split(".")[0]) if
+                                                   n.split(".")[0].isdigit() else 0, n))
+  newest_ok = None
+  for name in names:
+    path = os.path.join(root, name)
+    if not os.path.isdir(path):
+      continue
+    if not name.isdigit():
+      print(f"{path}: incomplete save (ignored on resume; removed by the next save)")
+      continue
+    problems = ckpt_lib.verify_dir(path)
+    status = "ok" if not problems else ("unverified: " + problems[0] if problems[0].endswith("commit)")
+                                          else f"DAMAGED: {problems[0]}" + (f" (+{len(problems) - 1} more)"
+                                                                              if len(problems) > 1 else ""))
+    print(f"{path}: {status}")
+    newest_ok = not problems or status.startswith("unverified")
+  if newest_ok is None:
+    _fail(f"no committed checkpoint in {root}")
+  return 0 if newest_ok else 1
+
+
 def main(argv: list[str]) -> None:
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # keep the console to the progress bar and results
   if not _WORKDIR.value:
     _fail("--workdir is required, e.g. --workdir runs/clip_shapes")
+  if _MODE.value == "verify":
+    sys.exit(verify(_WORKDIR.value))
   try:
     _distributed()
     from mmjax.train.loop import Trainer

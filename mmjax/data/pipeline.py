@@ -19,6 +19,7 @@ import grain
 from absl import flags
 import numpy as np
 
+from mmjax.data import image_text  # noqa: F401  (registers "flickr8k")
 from mmjax.data import shapes  # noqa: F401  (registers the "shapes" dataset)
 from mmjax.data.tokenizer import Tokenizer
 from mmjax.errors import MmjaxError
@@ -28,7 +29,7 @@ from mmjax.registry import DATASETS
 def preprocess(example: dict, tokenizer: Tokenizer, context_length: int) -> dict:
   """Raw example -> model inputs: `image` float32 [H, W, 3] in [-1, 1], `tokens` int32 [L] of the caption;
   label arrays (`shape`, `colour`, `size`, `position`, `count`, `index`) are kept, `caption` is dropped."""
-  out = {k: v for k, v in example.items() if k not in ("image", "caption")}
+  out = {k: v for k, v in example.items() if k not in ("image", "caption", "captions")}
   out["image"] = example["image"].astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0)
   out["tokens"] = tokenizer.encode([example["caption"]], context_length)[0]
   return out
@@ -72,10 +73,15 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, global_batch_size: in
   if steps_per_epoch == 0:
     raise MmjaxError(f"batch_size={global_batch_size} exceeds the {len(source)} training examples of "
                      f"data.name={data_cfg.name!r}; lower batch_size")
+  entry = _entry(data_cfg)
   ds = grain.MapDataset.source(source).shuffle(seed=int(seed) % 2**32)
   ds = ds[:steps_per_epoch * global_batch_size]       # whole global batches only: same epochs for any P
+  ds = ds.repeat()                                     # reshuffled each epoch
+  if entry.train_transform is not None:               # seeded by (seed, global example position): resumable
+    ds = ds.random_map(functools.partial(_apply_train_transform, fn=entry.train_transform, data_cfg=data_cfg),
+                       seed=(int(seed) + 0x5EED) % 2**32)
   ds = ds.map(functools.partial(preprocess, tokenizer=tokenizer, context_length=int(data_cfg.context_length)))
-  ds = ds.batch(global_batch_size // process_count, drop_remainder=True).repeat()
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   ds = ds[process_index::process_count]
   it_ds = ds.to_iter_dataset(_read_options(data_cfg))
   if num_workers > 0:
@@ -85,17 +91,36 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, global_batch_size: in
   return iter(it_ds)
 
 
+def _apply_train_transform(example, rng, *, fn, data_cfg):
+  return fn(example, rng, data_cfg)
+
+
 def make_eval_arrays(data_cfg, tokenizer: Tokenizer, num_examples: int, split: str = "test") -> dict:
-  """The first `num_examples` of `split`, preprocessed and stacked: `image` float32 [N, H, W, 3],
-  `tokens` int32 [N, L], the label arrays [N, ...], and `caption` a list of N str."""
-  source = _entry(data_cfg).source(data_cfg, split)
+  """The first `num_examples` of `split`, preprocessed and stacked: `image` float32 [N, H, W, 3], the label
+  arrays [N, ...], `tokens` int32 [M, L] of the M captions, `caption` a list of M str and `txt_to_img` int32
+  [M], each caption's image (M = N, txt_to_img = arange(N) for one caption per image; Flickr8k: M = 5 N)."""
+  entry = _entry(data_cfg)
+  source = entry.source(data_cfg, split)
   if not 0 < num_examples <= len(source):
     raise MmjaxError(f"evals.num_examples={num_examples} must be in [1, {len(source)}] for the {split} split "
                      f"of data.name={data_cfg.name!r}")
   examples = [source[i] for i in range(num_examples)]
-  captions = [e["caption"] for e in examples]
-  out = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k not in ("image", "caption")}
+  if entry.eval_transform is not None:
+    examples = [entry.eval_transform(e, data_cfg) for e in examples]
+  per_image = [e["captions"] if "captions" in e else [e["caption"]] for e in examples]
+  captions = [c for caps in per_image for c in caps]
+  skip = ("image", "caption", "captions")
+  out = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k not in skip}
   out["image"] = np.stack([e["image"] for e in examples]).astype(np.float32) * np.float32(1 / 127.5) - 1
   out["tokens"] = tokenizer.encode(captions, int(data_cfg.context_length))
   out["caption"] = captions
+  out["txt_to_img"] = np.repeat(np.arange(len(examples), dtype=np.int32), [len(c) for c in per_image])
+  return out
+
+
+def first_caption_only(arrays: dict) -> dict:
+  """Eval arrays with several captions per image -> one (the first) per image, as a training batch has."""
+  first = np.searchsorted(arrays["txt_to_img"], np.arange(len(arrays["image"])))
+  out = dict(arrays, tokens=arrays["tokens"][first], txt_to_img=np.arange(len(first), dtype=np.int32))
+  out["caption"] = [arrays["caption"][i] for i in first]
   return out

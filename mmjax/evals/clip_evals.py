@@ -13,10 +13,12 @@ import numpy as np
 
 from mmjax.data import pipeline
 from mmjax.evals.retrieval import retrieval_metrics
-from mmjax.evals.zero_shot import build_classifier, shapes_tasks, zero_shot_accuracy
+from mmjax.evals.zero_shot import CIFAR_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
 from mmjax.registry import EVALUATORS
 
 ZERO_SHOT_TASKS = {"shapes": shapes_tasks}   # data.name -> () -> {task: (classnames, label_fn, templates)}
+# Prepared classification data sets usable as `evals.zero_shot_data`: name -> (split, prompt templates).
+ZERO_SHOT_DATA = {"cifar10_test": ("test", CIFAR_TEMPLATES)}
 
 
 def batched_apply(fn, params, x: np.ndarray, batch_size: int) -> jax.Array:
@@ -40,6 +42,30 @@ def _eval_arrays(ctx):
   return ctx.cache[key]
 
 
+def _zero_shot_data_arrays(ctx, name: str):
+  """Images resized to data.image_size (float32 [N, H, W, 3] in [-1, 1]), int labels [N] and the class names of
+  the prepared data set `name` (all of its split; `evals.num_examples` caps it under runlocal-sized configs)."""
+  from mmjax.data import image_text
+  import ml_collections
+  cfg = ctx.config
+  key = f"zero_shot_data:{name}:{cfg.data.image_size}:{cfg.data.get('data_dir', '')}:{cfg.data.get('fake_raw', 0)}"
+  if key not in ctx.cache:
+    if name not in ZERO_SHOT_DATA:
+      from mmjax.errors import MmjaxError
+      raise MmjaxError(f"evals.zero_shot_data={name!r} is not a zero-shot data set; use one of "
+                       f"{', '.join(sorted(ZERO_SHOT_DATA))} or ''")
+    split, _ = ZERO_SHOT_DATA[name]
+    b = image_text.prepared(ml_collections.ConfigDict(dict(
+        name=name, data_dir=cfg.data.get("data_dir", ""), fake_raw=cfg.data.get("fake_raw", 0))))
+    src = b.as_data_source(split)
+    n = len(src) if not cfg.data.get("fake_raw", 0) else min(len(src), cfg.evals.num_examples)
+    size = int(cfg.data.image_size)
+    images = np.stack([image_text.resize(src[i]["image"], size) for i in range(n)])
+    labels = np.asarray([int(src[i]["label"]) for i in range(n)])
+    ctx.cache[key] = (images.astype(np.float32) / 127.5 - 1, labels, list(b.info.features["label"].names))
+  return ctx.cache[key]
+
+
 @EVALUATORS.register("clip")
 def clip_eval(params, ctx) -> dict[str, float]:
   cfg, model = ctx.config, ctx.model
@@ -51,7 +77,7 @@ def clip_eval(params, ctx) -> dict[str, float]:
   results: dict[str, float] = {}
   if cfg.evals.retrieval:
     txt = batched_apply(enc_txt, params, arrays["tokens"], bs)
-    r = retrieval_metrics(img, txt, np.arange(len(arrays["tokens"])))
+    r = retrieval_metrics(img, txt, arrays["txt_to_img"])
     results.update({f"retrieval/{k}": float(v) for k, v in r.items()})
   if cfg.evals.zero_shot and cfg.data.name in ZERO_SHOT_TASKS:
     tasks_fn = ZERO_SHOT_TASKS[cfg.data.name]
@@ -62,4 +88,15 @@ def clip_eval(params, ctx) -> dict[str, float]:
       classifier = build_classifier(encode_text, tokenize, classnames, templates)
       acc = zero_shot_accuracy(img, classifier, np.asarray(label_fn(arrays)))
       results[f"zero_shot/{task}"] = float(acc["top1"])
+  zs = cfg.evals.get("zero_shot_data", "")
+  if cfg.evals.zero_shot and zs:
+    images, labels, classnames = _zero_shot_data_arrays(ctx, zs)
+    context_length = arrays["tokens"].shape[1]
+    classifier = build_classifier(lambda t: batched_apply(enc_txt, params, np.asarray(t), bs),
+                                  lambda texts: ctx.tokenizer.encode(list(texts), context_length),
+                                  [c.replace("_", " ") for c in classnames], ZERO_SHOT_DATA[zs][1])
+    acc = zero_shot_accuracy(batched_apply(enc_img, params, images, bs), classifier, labels, topk=(1, 5))
+    results[f"zero_shot/{zs}"] = float(acc["top1"])
+    if "top5" in acc:
+      results[f"zero_shot/{zs}_top5"] = float(acc["top5"])
   return results

@@ -136,3 +136,14 @@ def shapes_tasks() -> dict[str, tuple[list[str], Callable[[dict], np.ndarray], t
       "shape_colour": ([f"{c} {s}" for c in colours for s in shapes],
                        lambda ex: _first(ex["colour"]) * len(shapes) + _first(ex["shape"]), SHAPES_TEMPLATES),
   }
+
+
+# The 18 CIFAR-10 prompt templates of CLIP (Radford et al. 2021; openai/CLIP notebooks/Prompt_Engineering_for_ImageNet
+# and open_clip's zero_shot_metadata), filled with the class name.
+CIFAR_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.",
+    "a low contrast photo of a {}.", "a high contrast photo of a {}.", "a bad photo of a {}.",
+    "a good photo of a {}.", "a photo of a small {}.", "a photo of a big {}.", "a photo of the {}.",
+    "a blurry photo of the {}.", "a black and white photo of the {}.", "a low contrast photo of the {}.",
+    "a high contrast photo of the {}.", "a bad photo of the {}.", "a good photo of the {}.",
+    "a photo of the small {}.", "a photo of the big {}.")

@@ -115,8 +115,10 @@ def check_batch(batch: dict[str, np.ndarray], spec: dict[str, tuple], step: int)
 
 
 def fingerprint(batch: dict[str, np.ndarray]) -> float:
-  """crc32 of the example indices of a batch: proves which examples a step saw (exact-resume tests)."""
-  return float(zlib.crc32(np.ascontiguousarray(batch["index"]).tobytes())) if "index" in batch else 0.0
+  """crc32 of the example indices of a batch (else of its tokens): proves which examples a step saw
+  (exact-resume tests)."""
+  key = "index" if "index" in batch else "tokens" if "tokens" in batch else None
+  return float(zlib.crc32(np.ascontiguousarray(batch[key]).tobytes())) if key else 0.0
 
 
 class Trainer:
@@ -146,7 +148,7 @@ class Trainer:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params), rng=state_rng)
 
   def _build_state(self) -> None:
-    sample = pipeline.make_eval_arrays(self.config.data, self.tokenizer, 2, split="train")
+    sample = pipeline.first_caption_only(pipeline.make_eval_arrays(self.config.data, self.tokenizer, 2, "train"))
     inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample)]
     rng = jax.random.PRNGKey(self.config.seed)
     abstract = jax.eval_shape(self._init_state, rng, inputs)
