@@ -74,13 +74,13 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, global_batch_size: in
     raise MmjaxError(f"batch_size={global_batch_size} exceeds the {len(source)} training examples of "
                      f"data.name={data_cfg.name!r}; lower batch_size")
   entry = _entry(data_cfg)
-  ds = grain.MapDataset.source(source).shuffle(seed=int(seed) % 2**32)
+  what = f"data.name={data_cfg.name!r} (train split)"
+  ds = grain.MapDataset.source(GuardedSource(source, what)).shuffle(seed=int(seed) % 2**32)
   ds = ds[:steps_per_epoch * global_batch_size]       # whole global batches only: same epochs for any P
   ds = ds.repeat()                                     # reshuffled each epoch
-  if entry.train_transform is not None:               # seeded by (seed, global example position): resumable
-    ds = ds.random_map(functools.partial(_apply_train_transform, fn=entry.train_transform, data_cfg=data_cfg),
-                       seed=(int(seed) + 0x5EED) % 2**32)
-  ds = ds.map(functools.partial(preprocess, tokenizer=tokenizer, context_length=int(data_cfg.context_length)))
+  # Augmentation is seeded by (seed, global example position): a resumed run redraws the same crops.
+  ds = ds.random_map(functools.partial(_train_example, transform=entry.train_transform, data_cfg=data_cfg,
+                                       tokenizer=tokenizer, what=what), seed=(int(seed) + 0x5EED) % 2**32)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   ds = ds[process_index::process_count]
   it_ds = ds.to_iter_dataset(_read_options(data_cfg))
@@ -91,8 +91,39 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, global_batch_size: in
   return iter(it_ds)
 
 
-def _apply_train_transform(example, rng, *, fn, data_cfg):
-  return fn(example, rng, data_cfg)
+class GuardedSource:
+  """A source whose examples carry their index (`_index`) and whose read errors name the example and data set,
+  also from inside a grain worker process (the error crosses to the trainer, which stops with it)."""
+
+  def __init__(self, source, what: str):
+    self.source, self.what = source, what
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    try:
+      example = self.source[index]
+    except MmjaxError:
+      raise
+    except Exception as e:
+      raise MmjaxError(f"{self.what}: reading example {int(index)} failed ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return dict(example, _index=int(index))
+
+
+def _train_example(example: dict, rng: np.random.Generator, *, transform, data_cfg, tokenizer: Tokenizer,
+                   what: str) -> dict:
+  index = example.pop("_index", None)
+  try:
+    if transform is not None:
+      example = transform(example, rng, data_cfg)
+    return preprocess(example, tokenizer, int(data_cfg.context_length))
+  except MmjaxError:
+    raise
+  except Exception as e:
+    raise MmjaxError(f"{what}: preprocessing example {index} failed ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def make_eval_arrays(data_cfg, tokenizer: Tokenizer, num_examples: int, split: str = "test") -> dict:

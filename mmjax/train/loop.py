@@ -197,7 +197,7 @@ class Trainer:
     # Under the run's mesh, so that objectives with explicit collectives (shard_map) see its axes.
     with PreemptionGuard() as guard, jax.set_mesh(mesh):
       for step in range(self.start_step, config.total_steps):
-        local = next(data)
+        local = self._next_batch(data, step, last_saved)
         if spec is None:
           spec = batch_spec(local)
         check_batch(local, spec, step)
@@ -222,6 +222,21 @@ class Trainer:
     writer.close()
     self.state = state
     return results
+
+  def _next_batch(self, data, step: int, last_saved: int | None) -> dict:
+    """The next batch; a failing data worker (an exception, or a worker process that died) stops the run with
+    one line naming the step and the example (the checkpoints are left as they are)."""
+    try:
+      return next(data)
+    except MmjaxError as e:
+      raise MmjaxError(f"data pipeline failed at step {step + 1}: {e}; {self._ckpt_hint(last_saved)}") from None
+    except Exception as e:  # grain: "Worker process was terminated unexpectedly with exit code N", ...
+      raise MmjaxError(f"data pipeline failed at step {step + 1} ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''}); {self._ckpt_hint(last_saved)}") from None
+
+  def _ckpt_hint(self, last_saved: int | None) -> str:
+    return (f"the last checkpoint is step {last_saved} in {self.ckpt.directory}; fix the data and rerun to "
+            f"resume" if last_saved else "no checkpoint was written")
 
   def _preempt(self, guard: PreemptionGuard, done: int, state, data, pending, writer, last_saved, t0) -> None:
     """Stops at step `done` on request: flushes metrics, saves (unless just saved), commits, raises `Preempted`."""
