@@ -6,6 +6,11 @@
 --kill_after_save STEP: SIGKILL this process once the checkpoint of STEP is committed (a preemption).
 --kill_in_commit STEP: SIGKILL this process while the checkpoint of STEP is being committed: its files are written
   to orbax's temporary directory but not yet renamed into place (a crash in the middle of a save).
+--kill_at PHASE:STEP (the fault-injection harness, tests/faults/): SIGKILL at one point of the run:
+  train:K   right after train step K is dispatched (its result may still be computing);
+  commit:K  in the middle of the commit of checkpoint K (= --kill_in_commit K);
+  saved:K   after checkpoint K is committed but before its manifest is written;
+  eval:K    in the middle of the evaluation at step K (computed, not yet recorded).
 """
 from __future__ import annotations
 
@@ -39,6 +44,60 @@ def set_key(config, assignment: str) -> None:
   node[leaf] = value
 
 
+def die() -> None:
+  sys.stdout.flush()
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install_kill(phase: str, k: int) -> None:
+  if phase == "train":
+    from mmjax.train.metrics import MetricWriter
+    update = MetricWriter.update_progress
+
+    def update_or_die(self, step, *a, **kw):
+      update(self, step, *a, **kw)
+      if step == k and not a and not kw:      # the per-step call, right after the step is dispatched
+        die()
+    MetricWriter.update_progress = update_or_die
+  elif phase == "commit":
+    from orbax.checkpoint._src.path import atomicity
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize_or_die(self, *a, **kw):
+      if os.path.basename(str(self.get_final())) == str(k):
+        die()
+      return await finalize(self, *a, **kw)
+    atomicity.AtomicRenameTemporaryPath.finalize = finalize_or_die
+  elif phase == "saved":
+    write = ckpt_lib.write_manifest
+
+    def write_or_die(path, step, *a, **kw):
+      if step == k:
+        die()
+      return write(path, step, *a, **kw)
+    ckpt_lib.write_manifest = write_or_die
+  elif phase == "eval":
+    run = loop.eval_runner.run
+
+    def run_then_die(config, params, **kw):
+      out = run(config, params, **kw)
+      if int(jax.device_get(loop_step[0])) == k:
+        die()
+      return out
+    loop.eval_runner.run = run_then_die
+    run_evals = loop.Trainer.run_evals
+
+    def run_evals_tracking(self, params, step, *a, **kw):
+      loop_step[0] = step
+      return run_evals(self, params, step, *a, **kw)
+    loop.Trainer.run_evals = run_evals_tracking
+  else:
+    raise SystemExit(f"unknown --kill_at phase {phase!r}")
+
+
+loop_step = [None]
+
+
 def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument("--config", required=True)
@@ -47,7 +106,11 @@ def main() -> None:
   ap.add_argument("--set", action="append", default=[])
   ap.add_argument("--kill_after_save", type=int)
   ap.add_argument("--kill_in_commit", type=int)
+  ap.add_argument("--kill_at")
   args = ap.parse_args()
+  if args.kill_at:
+    phase, _, k = args.kill_at.partition(":")
+    install_kill(phase, int(k))
 
   path, _, arg = args.config.partition(":")
   config = config_lib.load_experiment(path, arg or None)
