@@ -86,6 +86,8 @@ def _flatten(cfg, prefix: str = "") -> list[str]:
 
 def _distributed() -> None:
   import jax
+  if _DISTRIBUTED.value != "off":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU hosts (tests); no effect on GPU/TPU
   if _DISTRIBUTED.value == "auto":
     jax.distributed.initialize()
   elif _DISTRIBUTED.value == "explicit":

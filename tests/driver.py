@@ -29,6 +29,7 @@ from mmjax import config as config_lib  # noqa: E402
 from mmjax.train import checkpoint as ckpt_lib  # noqa: E402
 from mmjax.train import loop  # noqa: E402
 from mmjax.train.optim import path_str  # noqa: E402
+from mmjax.train.preemption import Preempted  # noqa: E402
 
 
 def set_key(config, assignment: str) -> None:
@@ -107,7 +108,13 @@ def main() -> None:
   ap.add_argument("--kill_after_save", type=int)
   ap.add_argument("--kill_in_commit", type=int)
   ap.add_argument("--kill_at")
+  ap.add_argument("--coordinator", help="host:port: run as one of --num_processes processes (gloo on CPU)")
+  ap.add_argument("--num_processes", type=int, default=1)
+  ap.add_argument("--process_id", type=int, default=0)
   args = ap.parse_args()
+  if args.coordinator:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
   if args.kill_at:
     phase, _, k = args.kill_at.partition(":")
     install_kill(phase, int(k))
@@ -138,8 +145,12 @@ def main() -> None:
     atomicity.AtomicRenameTemporaryPath.finalize = finalize_or_die
 
   trainer = loop.Trainer(config, args.workdir)
-  trainer.train()
-  if args.dump:
+  try:
+    trainer.train()
+  except Preempted as e:
+    print(f"preempted at step {e.step}", flush=True)
+    sys.exit(75)
+  if args.dump and jax.process_index() == 0:
     flat = jax.tree_util.tree_flatten_with_path(jax.device_get(trainer.state.params))[0]
     np.savez(args.dump, **{path_str(p): np.asarray(x) for p, x in flat})
   print(f"devices={jax.device_count()} step={int(trainer.state.step)}")

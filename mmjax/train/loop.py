@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 
 from mmjax import config as config_lib
@@ -191,9 +192,8 @@ class Trainer:
         print(f"mmjax: {self.workdir} already finished {self.start_step} steps (total_steps="
               f"{config.total_steps}); evaluating the last checkpoint", flush=True)
       results = self.run_evals(state.params, self.start_step, writer)
-    # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py).
-    # Single-process semantics: with several processes each stops on its own signal; agreeing on one stop step
-    # across hosts (multihost_utils.sync_global_devices / jax's preemption sync manager) is not done yet.
+    # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py); with
+    # several processes, all of them stop after the same step (_stop_requested).
     # Under the run's mesh, so that objectives with explicit collectives (shard_map) see its axes.
     with PreemptionGuard() as guard, jax.set_mesh(mesh):
       for step in range(self.start_step, config.total_steps):
@@ -213,7 +213,7 @@ class Trainer:
           self._flush(pending, writer, last_saved, t0)
           self.ckpt.save(done, state, data.get_state(), self.meta())
           last_saved = done
-        if guard.requested:
+        if self._stop_requested(guard):
           self.state = state
           self._preempt(guard, done, state, data, pending, writer, last_saved, t0)
         if (config.eval_every and done % config.eval_every == 0) or last:
@@ -222,6 +222,16 @@ class Trainer:
     writer.close()
     self.state = state
     return results
+
+  def _stop_requested(self, guard: PreemptionGuard) -> bool:
+    """Whether to stop after this step. With several processes, all agree: each step they all-gather their
+    flags, so a signal that reaches any one process stops every process after the same step."""
+    if jax.process_count() == 1:
+      return guard.requested
+    flags = multihost_utils.process_allgather(np.asarray([int(guard.requested)], np.int32))
+    if flags.any() and not guard.requested:
+      guard.request_from_peer()
+    return bool(flags.any())
 
   def _next_batch(self, data, step: int, last_saved: int | None) -> dict:
     """The next batch; a failing data worker (an exception, or a worker process that died) stops the run with

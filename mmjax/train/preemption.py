@@ -6,9 +6,9 @@ step, saves a checkpoint with the data-iterator state, waits for it to commit an
 the same command resumes). A second signal exits at once with `EXIT_FORCED`: orbax commits a checkpoint by an
 atomic rename, so a forced exit leaves at worst an uncommitted temporary directory and the previous checkpoint.
 
-Single-process only: with several processes each one stops on its own signal. Making all processes stop at the
-same step (e.g. agreeing on the stop step with `jax.experimental.multihost_utils.sync_global_devices` / a
-broadcast of the flag, or jax's preemption sync manager) is left for later.
+Several processes: the loop all-gathers every process's flag after each step, so a signal that reaches any one
+process (a preempted host) stops all of them after the same step, and they save one consistent checkpoint
+(`Trainer._stop_requested`; a peer's stop is recorded with `request_from_peer`).
 """
 from __future__ import annotations
 
@@ -60,12 +60,18 @@ class PreemptionGuard:
     self.signals = tuple(signals)
     self.signal_name: str | None = None
     self._count = 0
+    self._peer = False
     self._previous: dict[int, Any] = {}
 
   @property
   def requested(self) -> bool:
-    """Whether a stop signal arrived since the guard was entered."""
-    return self._count > 0
+    """Whether a stop signal arrived (here, or at another process: `request_from_peer`) since entering."""
+    return self._count > 0 or self._peer
+
+  def request_from_peer(self) -> None:
+    """Another process got a stop signal: stop here too (a later signal here still forces an exit)."""
+    self._peer = True
+    self.signal_name = self.signal_name or "a stop signal on another process"
 
   def _handle(self, signum: int, frame: FrameType | None) -> None:
     del frame

@@ -1,0 +1,81 @@
+"""Two processes on one machine (jax.distributed over 127.0.0.1, gloo CPU collectives): the same training as one
+process with two devices, and a SIGTERM to either process stops both after the same step with one checkpoint."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DRIVER, ROOT, read_jsonl, run_driver
+
+CONFIG = os.path.join(ROOT, "experiments", "clip_shapes.py") + ":runlocal"
+pytestmark = pytest.mark.slow
+
+
+def _port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(workdir, *extra, steps=6):
+  port = _port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  procs = []
+  for pid in range(2):
+    cmd = [sys.executable, DRIVER, "--config", CONFIG, "--workdir", str(workdir), "--set", f"total_steps={steps}",
+           "--set", "checkpoint_every=3", "--set", "log_every=1", "--coordinator", f"127.0.0.1:{port}",
+           "--num_processes", "2", "--process_id", str(pid), *extra]
+    procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  return procs
+
+
+def _finish(procs, timeout=420):
+  out = []
+  for p in procs:
+    stdout, stderr = p.communicate(timeout=timeout)
+    out.append((p.returncode, stdout, stderr))
+  return out
+
+
+def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
+  results = _finish(_launch(tmp_path / "mh", "--dump", str(tmp_path / "mh.npz")))
+  for rc, stdout, stderr in results:
+    assert rc == 0, stderr[-3000:]
+  run_driver("--config", CONFIG, "--workdir", str(tmp_path / "one"), "--set", "total_steps=6", "--set",
+             "checkpoint_every=3", "--set", "log_every=1", "--dump", str(tmp_path / "one.npz"), devices=2)
+  two, one = np.load(tmp_path / "mh.npz"), np.load(tmp_path / "one.npz")
+  assert sorted(two) == sorted(one)
+  for k in one:
+    np.testing.assert_allclose(two[k], one[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  # (Equal parameters after 6 steps also mean equal batches: each process fed its half of each global batch.)
+
+
+@pytest.mark.parametrize("victim", [1])
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, victim):
+  wd = tmp_path / "wd"
+  procs = _launch(wd, steps=400)
+  deadline = time.time() + 300
+  while time.time() < deadline:                 # wait until training is under way
+    rows = read_jsonl(wd / "metrics.jsonl") if (wd / "metrics.jsonl").exists() else []
+    if any(r.get("step", 0) >= 3 and "train/loss" in r for r in rows):
+      break
+    assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+    time.sleep(0.5)
+  procs[victim].send_signal(signal.SIGTERM)
+  results = _finish(procs)
+  steps = []
+  for rc, stdout, stderr in results:
+    assert rc == 75, stderr[-3000:]
+    steps.append(int(stdout.split("preempted at step ")[1].split()[0]))
+  assert steps[0] == steps[1] and 3 <= steps[0] < 400
+  assert str(steps[0]) in os.listdir(wd / "checkpoints")
+  # Both resume from that step and finish.
+  results = _finish(_launch(wd, steps=steps[0] + 2))
+  assert all(rc == 0 for rc, _, _ in results), [e[-2000:] for _, _, e in results]
