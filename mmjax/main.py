@@ -20,7 +20,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from mmjax.errors import MmjaxError
-from mmjax.train.preemption import EXIT_PREEMPTED, Preempted
+from mmjax.train.preemption import EXIT_PREEMPTED, Preempted, PreemptionGuard
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
                                           lock_config=True)
@@ -135,11 +135,16 @@ def main(argv: list[str]) -> None:
   try:
     _distributed()
     from mmjax.train.loop import Trainer
-    trainer = Trainer(_CONFIG.value, _WORKDIR.value)
-    if _MODE.value == "train":
-      trainer.train()
-    else:
-      trainer.evaluate()
+    with PreemptionGuard() as guard:     # a signal during start-up (data, tokenizer, restore) stops cleanly too
+      trainer = Trainer(_CONFIG.value, _WORKDIR.value)
+      if guard.requested:
+        raise Preempted(f"stopped by {guard.signal_name} during start-up, before any training step; nothing "
+                        f"new to save; rerun the same command to start", step=trainer.start_step,
+                        signal_name=guard.signal_name or "SIGTERM")
+      if _MODE.value == "train":
+        trainer.train(guard)
+      else:
+        trainer.evaluate()
   except Preempted as e:
     print(f"mmjax: {e}", file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)

@@ -89,3 +89,28 @@ def test_second_signal_exits_at_once():
                         timeout=60)
   assert proc.returncode == EXIT_FORCED, proc.stderr
   assert "not reached" not in proc.stdout and "exiting now" in proc.stderr
+
+
+def test_sigterm_during_startup_or_compilation_stops_cleanly(tmp_path):
+  """The signal arrives once the tokenizer is written: the Trainer is still starting up or compiling step 1.
+  Either way the run exits with EXIT_PREEMPTED (no traceback, nothing half-written) and a rerun completes."""
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(main_cmd(workdir, "--config.total_steps=4"), cwd=ROOT, env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 120
+    while not (workdir / "tokenizer.json").exists():
+      assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+      time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == EXIT_PREEMPTED, f"{out[-2000:]}\n{err[-3000:]}"
+  assert "Traceback" not in err
+  assert ("stopped by SIGTERM during start-up" in err) or ("preempted by SIGTERM at step 1;" in err), err[-2000:]
+  rerun = subprocess.run(main_cmd(workdir, "--config.total_steps=4"), cwd=ROOT, env=env(), capture_output=True,
+                         text=True, timeout=180)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r][-1] == 4

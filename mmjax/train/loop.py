@@ -5,6 +5,7 @@ and the evaluators (by name) come from the registries.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -168,7 +169,12 @@ class Trainer:
     return {"config": ckpt_lib.config_json(self.config), "tokenizer": self.tokenizer.to_json()}
 
   # ---------------------------------------------------------------- train
-  def train(self) -> dict[str, float]:
+  def train(self, guard: PreemptionGuard | None = None) -> dict[str, float]:
+    """Trains to config.total_steps (resuming), evaluating on the way; returns the last evaluation.
+
+    `guard`: an already-entered PreemptionGuard (`mmjax.main` enters one before building the Trainer, so that a
+    signal during start-up or compilation also stops the run cleanly); by default one is entered here.
+    """
     config, mesh = self.config, self.mesh
     step_fn = make_train_step(self.objective, self.model, self.tx, self.schedule,
                               grad_accum_steps=config.grad_accum_steps, mesh=mesh)
@@ -195,7 +201,7 @@ class Trainer:
     # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py); with
     # several processes, all of them stop after the same step (_stop_requested).
     # Under the run's mesh, so that objectives with explicit collectives (shard_map) see its axes.
-    with PreemptionGuard() as guard, jax.set_mesh(mesh):
+    with (contextlib.nullcontext(guard) if guard is not None else PreemptionGuard()) as guard, jax.set_mesh(mesh):
       for step in range(self.start_step, config.total_steps):
         local = self._next_batch(data, step, last_saved)
         if spec is None:
