@@ -1,5 +1,5 @@
-"""Two processes on one machine (jax.distributed over 127.0.0.1, gloo CPU collectives): the same training as one
-process with two devices, and a SIGTERM to either process stops both after the same step with one checkpoint."""
+"""Two processes on one machine (jax.distributed over 127.0.0.1, gloo CPU collectives), 2 CPU devices each: the
+same training as one process with four devices, and a SIGTERM to either process stops both after the same step with one checkpoint."""
 from __future__ import annotations
 
 import os
@@ -24,9 +24,9 @@ def _port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(workdir, *extra, steps=6):
+def _launch(workdir, *extra, steps=3, devices=2):
   port = _port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   procs = []
   for pid in range(2):
     cmd = [sys.executable, DRIVER, "--config", CONFIG, "--workdir", str(workdir), "--set", f"total_steps={steps}",
@@ -44,23 +44,26 @@ def _finish(procs, timeout=420):
   return out
 
 
-def test_two_processes_train_like_one_process_with_two_devices(tmp_path):
+def test_two_processes_train_like_one_process_with_four_devices(tmp_path):
   results = _finish(_launch(tmp_path / "mh", "--dump", str(tmp_path / "mh.npz")))
   for rc, stdout, stderr in results:
     assert rc == 0, stderr[-3000:]
-  run_driver("--config", CONFIG, "--workdir", str(tmp_path / "one"), "--set", "total_steps=6", "--set",
-             "checkpoint_every=3", "--set", "log_every=1", "--dump", str(tmp_path / "one.npz"), devices=2)
+    assert "devices=4" in stdout
+  run_driver("--config", CONFIG, "--workdir", str(tmp_path / "one"), "--set", "total_steps=3", "--set",
+             "checkpoint_every=3", "--set", "log_every=1", "--dump", str(tmp_path / "one.npz"), devices=4)
+  loss = lambda d: [r["train/loss"] for r in read_jsonl(d / "metrics.jsonl") if "train/loss" in r]
+  assert len(loss(tmp_path / "mh")) == 3
+  np.testing.assert_allclose(loss(tmp_path / "mh"), loss(tmp_path / "one"), rtol=1e-6)
   two, one = np.load(tmp_path / "mh.npz"), np.load(tmp_path / "one.npz")
   assert sorted(two) == sorted(one)
   for k in one:
     np.testing.assert_allclose(two[k], one[k], rtol=1e-5, atol=1e-6, err_msg=k)
-  # (Equal parameters after 6 steps also mean equal batches: each process fed its half of each global batch.)
 
 
 @pytest.mark.parametrize("victim", [1])
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, victim):
   wd = tmp_path / "wd"
-  procs = _launch(wd, steps=400)
+  procs = _launch(wd, steps=400, devices=1)
   deadline = time.time() + 300
   while time.time() < deadline:                 # wait until training is under way
     rows = read_jsonl(wd / "metrics.jsonl") if (wd / "metrics.jsonl").exists() else []
@@ -77,5 +80,5 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, victim):
   assert steps[0] == steps[1] and 3 <= steps[0] < 400
   assert str(steps[0]) in os.listdir(wd / "checkpoints")
   # Both resume from that step and finish.
-  results = _finish(_launch(wd, steps=steps[0] + 2))
+  results = _finish(_launch(wd, steps=steps[0] + 2, devices=1))
   assert all(rc == 0 for rc, _, _ in results), [e[-2000:] for _, _, e in results]
