@@ -53,7 +53,8 @@ def main(workdirs: list[str]) -> None:
     zs_txt = f"{zs:.1f} / {zs5:.1f}" if zs is not None else "–"
     v = cfg["model"]["vision"]
     lines.append(f"| `{os.path.basename(os.path.normpath(wd))}` (ViT {v['width']}w{v['depth']}L/{v['patch_size']}, "
-                 f"{cfg['data']['image_size']} px) | {cfg['objective']} | {step} | {wall / 60:.0f} min | "
+                 f"{cfg['data']['image_size']} px) | {cfg['objective']} | {step} of {cfg['total_steps']} | "
+                 f"{wall / 60:.0f} min | "
                  + " | ".join(r(f"i2t_R@{k}") for k in KS) + " | " + " | ".join(r(f"t2i_R@{k}") for k in KS)
                  + f" | {zs_txt} |")
   ch = [chance(1000, 5, k) for k in KS]
@@ -64,7 +65,9 @@ def main(workdirs: list[str]) -> None:
           "# Flickr8k retrieval (1k test images, 5k captions) and zero-shot CIFAR-10\n\n"
           "Models trained from scratch on the 6k Flickr8k training images (`experiments/clip_flickr8k.py`, "
           "`experiments/siglip_flickr8k.py`). i2t: an image is a hit at K if any of its 5 captions ranks in the "
-          "top K of 5,000; t2i: a caption is a hit if its image ranks in the top K of 1,000. Recall in percent.\n\n"
+          "top K of 5,000; t2i: a caption is a hit if its image ranks in the top K of 1,000. Recall in percent. "
+          "`steps` is the step of the last evaluation (a run stopped early shows fewer than its total_steps; "
+          "rerunning its command resumes it). `train wall` is the time between the first and last logged step.\n\n"
           + "\n".join(lines) + "\n")
   os.makedirs(os.path.dirname(OUT), exist_ok=True)
   tmp = OUT + ".tmp"

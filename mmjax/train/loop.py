@@ -209,6 +209,11 @@ class Trainer:
         check_batch(local, spec, step)
         state, metrics = train_step(state, sharding.global_batch(local, mesh))
         pending.append((step + 1, metrics, fingerprint(local)))
+        if len(pending) >= 2:
+          # At most one step in flight: the host prepares batch k+1 while the device runs step k, but never runs
+          # further ahead, so a stop signal is acted on within about one step (async dispatch could otherwise
+          # queue log_every steps, and the signal would wait for all of them: beyond a preemption grace period).
+          jax.block_until_ready(pending[-2][1]["loss"])
         done = step + 1
         writer.update_progress(done)
         last = done == config.total_steps
