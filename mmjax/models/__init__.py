@@ -10,6 +10,7 @@ from flax.core import FrozenDict
 
 from mmjax.errors import MmjaxError
 from mmjax.models.clip import CLIP, clip_flops_per_step  # importing registers "clip"
+from mmjax.models.fusion_classifier import FusionClassifier  # registers "fusion_classifier"
 from mmjax.registry import MODELS
 
 _NOT_CONFIG = ("parent", "name")

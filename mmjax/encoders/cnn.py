@@ -1,0 +1,44 @@
+"""Small convolutional encoder for images `[B, H, W, C]` and spectrograms `[B, T, F]` (LeCun et al. 1998; the LeNet-style
+image / audio encoders MultiBench uses on AV-MNIST, Liang et al. 2021).
+
+Per stage: Conv(k x k, c_i, 'SAME') -> [GroupNorm] -> ReLU -> max-pool 2x2 (stride 2). Then global average pooling
+and an optional Dense to `features`: -> `[B, features]` (or `[B, channels[-1]]`). A 3-D input `[B, T, F]` is treated
+as a one-channel image (time x frequency).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.errors import MmjaxError
+
+
+class CNNEncoder(nn.Module):
+  """[B, H, W, C] or [B, T, F] -> [B, features] (or [B, channels[-1]] with features=None)."""
+  channels: Sequence[int] = (16, 32)
+  kernel_size: int = 3
+  features: int | None = None
+  group_norm: bool = False
+  pool: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if x.ndim == 3:
+      x = x[..., None]
+    if x.ndim != 4:
+      raise MmjaxError(f"cnn encoder expects images [B, H, W, C] or spectrograms [B, T, F], got {tuple(x.shape)}")
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    for i, c in enumerate(self.channels):
+      x = nn.Conv(c, (self.kernel_size, self.kernel_size), padding="SAME", name=f"conv_{i}")(x)
+      if self.group_norm:
+        x = nn.GroupNorm(num_groups=min(8, c), name=f"gn_{i}")(x)
+      x = nn.relu(x)
+      if self.pool and min(x.shape[1:3]) >= 2:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = jnp.mean(x, axis=(1, 2))
+    if self.features is not None:
+      x = nn.Dense(self.features, name="out")(x)
+    return x
