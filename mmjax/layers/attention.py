@@ -113,3 +113,32 @@ class CrossAttention(nn.Module):
     out = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
                    name="out_proj")(out)
     return (out, weights) if return_weights else out
+
+
+def attention_weights(module: nn.Module, variables, *args, method=None, **kwargs) -> dict[str, jax.Array]:
+  """Runs `module.apply(variables, *args, method=method, **kwargs)` and returns the attention weights of every
+  MultiHeadAttention / CrossAttention inside it: {"/"-joined module path: weights [B, H, Tq, Tk] (float32)}.
+
+  Uses flax's `capture_intermediates`, so no module changes: it sees the attention layers that compute their
+  weights, i.e. those called with return_weights=True (every TransformerBlock does, so all ViT / text tower
+  layers are included). E.g. `attention_weights(clip, {"params": p}, images, method="encode_image")` ->
+  {"vision/transformer/resblocks_0/attn": [B, H, N+1, N+1], ...}; row 0 is the CLS token's attention.
+  """
+  def is_attention(mdl, method_name):
+    return isinstance(mdl, (MultiHeadAttention, CrossAttention)) and method_name == "__call__"
+
+  _, state = module.apply(variables, *args, method=method, capture_intermediates=is_attention,
+                          mutable=["intermediates"], **kwargs)
+  found: dict[str, jax.Array] = {}
+
+  def walk(tree, path):
+    for key, value in tree.items():
+      if key == "__call__":
+        for out in value:
+          if isinstance(out, tuple) and len(out) == 2:
+            found["/".join(path)] = out[1]
+      elif hasattr(value, "items"):
+        walk(value, path + [key])
+
+  walk(state.get("intermediates", {}), [])
+  return found

@@ -85,6 +85,35 @@ class CLIP(nn.Module):
     emb, _ = self.text_tower(tokens, train=train)
     return l2_normalize(emb) if normalize else emb
 
+  def _project_tokens(self, tower: nn.Module, tokens: jax.Array) -> jax.Array:
+    """[B, T, w] -> [B, T, E] with the tower's own `proj` kernel (the map applied to its pooled token)."""
+    kernel = tower.variables["params"]["proj"]["kernel"]
+    return jnp.einsum("btw,we->bte", tokens.astype(self.dtype), kernel.astype(self.dtype))
+
+  def encode_image_tokens(self, images: jax.Array, normalize: bool = True,
+                          train: bool = False) -> tuple[jax.Array, jax.Array]:
+    """images [B, H, W, 3] -> (tokens [B, N+1, E], mask [B, N+1] bool) for token-level alignment (FILIP).
+
+    Every ViT token after ln_post (CLS first, then the N patches in row-major order), projected by vision/proj;
+    unit norm per token when normalize (float32). The mask is all True (images have no padding).
+    """
+    _, out = self.vision_tower(images, train=train)
+    tokens = self._project_tokens(self.vision_tower, out["normed_tokens"])
+    tokens = l2_normalize(tokens) if normalize else tokens
+    return tokens, jnp.ones(tokens.shape[:2], bool)
+
+  def encode_text_tokens(self, tokens: jax.Array, normalize: bool = True,
+                         train: bool = False) -> tuple[jax.Array, jax.Array]:
+    """tokens int32 [B, L] -> (features [B, L, E], mask [B, L] bool, True at non-pad tokens).
+
+    Every text token after ln_final, projected by text/proj; unit norm per token when normalize (float32).
+    With the causal text tower token t has seen tokens <= t only.
+    """
+    _, out = self.text_tower(tokens, train=train)
+    feats = self._project_tokens(self.text_tower, out["normed_tokens"])
+    feats = l2_normalize(feats) if normalize else feats
+    return feats, tokens != self.text_tower.pad_id
+
   def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
     """-> (zimg [B, E], ztxt [B, E], {"logit_scale": raw (), "logit_bias": raw () or None})."""
     zimg = self.encode_image(images, train=train)
