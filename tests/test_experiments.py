@@ -28,7 +28,7 @@ def test_config_runs(path, tmp_path):
 
 def test_rerun_of_a_finished_run_evaluates_without_training(tmp_path):
   from conftest import read_jsonl
-  config = config_lib.load_experiment(CONFIGS[0], "runlocal")
+  config = config_lib.load_experiment(os.path.join(ROOT, "experiments", "clip_shapes.py"), "runlocal")
   loop.Trainer(config, str(tmp_path)).train()
   trained = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in r]
   results = loop.Trainer(config, str(tmp_path)).train()

@@ -36,12 +36,15 @@ def _resume_step(workdir) -> int:
 
 
 def _draw(rng: random.Random, after: int) -> str:
-  """A kill point strictly after step `after`: (phase, step) with the step eligible for that phase."""
+  """A kill point strictly after step `after`: (phase, step) with the step eligible for that phase. Steps stop
+  before the last one, so the job never completes its final checkpoint before all kills are spent (the resume
+  step stays <= TOTAL - 2 and "train:TOTAL-1" is always eligible)."""
+  last = TOTAL - 1
   eligible = {
-      "train": range(after + 1, TOTAL + 1),
-      "commit": [k for k in range(after + 1, TOTAL + 1) if k % CKPT_EVERY == 0],
-      "saved": [k for k in range(after + 1, TOTAL + 1) if k % CKPT_EVERY == 0],
-      "eval": [k for k in range(after + 1, TOTAL + 1) if k % EVAL_EVERY == 0],
+      "train": range(after + 1, last + 1),
+      "commit": [k for k in range(after + 1, last + 1) if k % CKPT_EVERY == 0],
+      "saved": [k for k in range(after + 1, last + 1) if k % CKPT_EVERY == 0],
+      "eval": [k for k in range(after + 1, last + 1) if k % EVAL_EVERY == 0],
   }
   phase = rng.choice([p for p, ks in eligible.items() if ks])
   return f"{phase}:{rng.choice(list(eligible[phase]))}"
