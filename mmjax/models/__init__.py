@@ -10,6 +10,9 @@ from flax.core import FrozenDict
 
 from mmjax.errors import MmjaxError
 from mmjax.models.clip import CLIP, clip_flops_per_step  # importing registers "clip"
+from mmjax.models.m3ae import M3AE  # registers "m3ae"
+from mmjax.models.mae import MAE  # registers "mae"
+from mmjax.models.mlm import MaskedLM  # registers "mlm"
 from mmjax.models.fusion_classifier import FusionClassifier  # registers "fusion_classifier"
 from mmjax.registry import MODELS
 

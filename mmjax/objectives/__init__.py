@@ -49,6 +49,7 @@ def get_objective(name: str) -> Objective:
 
 from mmjax.objectives import contrastive  # noqa: E402,F401  (registers "clip", "siglip"; needs Objective)
 from mmjax.objectives import contrastive_sharded  # noqa: E402,F401  ("clip_sharded", "siglip_sharded")
+from mmjax.objectives import masked  # noqa: E402,F401  ("mae", "mlm", "m3ae")
 from mmjax.objectives import classify  # noqa: E402,F401  ("classify")
 from mmjax.objectives import filip  # noqa: E402,F401  ("filip"; FILIP token-wise loss, mmjax.alignment.tokens)
 

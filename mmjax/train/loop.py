@@ -294,7 +294,8 @@ class Trainer:
 
   # ---------------------------------------------------------------- eval
   def run_evals(self, params, step: int, writer: MetricWriter | None = None) -> dict[str, float]:
-    results = eval_runner.run(self.config, params, model=self.model, tokenizer=self.tokenizer, mesh=self.mesh)
+    results = eval_runner.run(self.config, params, model=self.model, tokenizer=self.tokenizer, mesh=self.mesh,
+                              workdir=self.workdir)
     if writer is not None and results:
       writer.write(step, results, prefix="eval")
       writer.write_summary(results, prefix=f"eval (step {step})")
