@@ -67,6 +67,15 @@ class BadInput(MmjaxError):
     self.where, self.what = where, what
 
 
+def open_zip(path) -> "zipfile.ZipFile":
+  """A raw zip file, or BadInput naming it when it cannot be read."""
+  import zipfile
+  try:
+    return zipfile.ZipFile(path)
+  except (zipfile.BadZipFile, OSError) as e:
+    raise BadInput(str(path), f"unreadable zip ({type(e).__name__}: {e})") from None
+
+
 class MmjaxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the mmjax builders: manual dir checks, `skip_bad`, DatasetInfo without a package metadata dir.
 

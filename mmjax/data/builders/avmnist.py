@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mmjax.data import audio as audio_lib
-from mmjax.data.builders import RAW_ENV, BadInput, MmjaxBuilder, register
+from mmjax.data.builders import RAW_ENV, BadInput, MmjaxBuilder, open_zip, register
 from mmjax.errors import MmjaxError
 
 SAMPLE_RATE = 8000
@@ -194,10 +194,7 @@ class AvMnist(MmjaxBuilder):
 
   def _generate_examples(self, split, images, labels, first_index):
     zip_path = self.raw_dir / FSDD_ZIP
-    try:
-      zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as e:
-      raise BadInput(str(zip_path), f"unreadable zip ({type(e).__name__}: {e})") from None
+    zf = open_zip(zip_path)
     with zf:
       pairs = pair_recordings(labels, recording_pools(zf.namelist(), split, str(zip_path)), PAIRING_SEEDS[split])
       cache: dict[str, np.ndarray | BadInput] = {}

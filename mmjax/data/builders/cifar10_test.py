@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from mmjax.data.builders import BadInput, MmjaxBuilder, register
+from mmjax.data.builders import BadInput, MmjaxBuilder, open_zip, register
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ZIP = "test.zip"
@@ -82,10 +82,7 @@ class Cifar10Test(MmjaxBuilder):
 
   def _generate_examples(self):
     zip_path = self.raw_dir / ZIP
-    try:
-      zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as e:
-      raise BadInput(str(zip_path), f"unreadable zip ({type(e).__name__}: {e})") from None
+    zf = open_zip(zip_path)
     with zf:
       for entry in self.limited(list_members(zf.namelist(), zip_path)):
         with self.example_guard():
