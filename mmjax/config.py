@@ -27,7 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})   # -1: all remaining devices
   # Parameter sharding: list of (regex on the "/"-joined param path, PartitionSpec tuple); first match wins,
   # unmatched parameters are replicated.
+  # A spec may be the string "fsdp": the leaf's largest dimension divisible by mesh.fsdp is split over it;
+  # rules match the whole train state, so (".*", "fsdp") shards parameters and optimizer moments (ZeRO-3).
   c.sharding_rules = ()
+  c.print_sharding = True          # print the placement table (parameter, shape, spec, bytes per device) at start
 
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1,
@@ -49,7 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
       vision=dict(image_size=64, patch_size=8, width=128, depth=3, num_heads=4, mlp_ratio=4.0, pool="cls"),
       text=dict(vocab_size=512, context_length=32, width=128, depth=3, num_heads=4, mlp_ratio=4.0),
       logit_scale_init=2.659260036932778,   # log(1/0.07)
-      logit_bias_init=None))
+      logit_bias_init=None,
+      dtype="float32",                      # compute dtype ("bfloat16": mixed precision, float32 weights and loss)
+      remat="none"))                        # per-block remat policy: none | full | dots | dots_no_batch
 
   c.evals = ml_collections.ConfigDict(dict(
       names="clip",                 # comma-separated evaluators (mmjax.registry.EVALUATORS); "" for none

@@ -37,6 +37,7 @@ class TextTransformer(nn.Module):
   pad_id: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  remat: str = "none"               # per-block rematerialisation policy (mmjax.layers.transformer)
 
   @nn.compact
   def __call__(self, tokens: jax.Array, valid: jax.Array | None = None,
@@ -54,7 +55,7 @@ class TextTransformer(nn.Module):
     x = x + pos.astype(self.dtype)[None]
     mask = causal_mask(length)[None, None] if self.causal else padding_mask(valid)
     hidden = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="transformer")(x, mask)
+                         param_dtype=self.param_dtype, remat=self.remat, name="transformer")(x, mask)
     normed = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
                           name="ln_final")(hidden)
     lengths = jnp.sum(valid.astype(jnp.int32), axis=1)

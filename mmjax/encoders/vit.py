@@ -39,6 +39,7 @@ class ViT(nn.Module):
   output_dim: int | None = None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  remat: str = "none"               # per-block rematerialisation policy (mmjax.layers.transformer)
 
   def _check(self, images: jax.Array) -> None:
     if self.pool not in POOLS:
@@ -70,7 +71,7 @@ class ViT(nn.Module):
     ln = dict(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.LayerNorm(**ln, name="ln_pre")(x)
     tokens = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="transformer")(x)
+                         param_dtype=self.param_dtype, remat=self.remat, name="transformer")(x)
     normed = nn.LayerNorm(**ln, name="ln_post")(tokens)
     if self.pool == "cls":
       pooled = normed[:, 0]

@@ -2,6 +2,13 @@
 
 Block: x = x + attn(ln_1(x), mask); x = x + mlp(ln_2(x)); LayerNorm eps 1e-5, as OpenCLIP's ResidualAttentionBlock.
 Parameter names: `transformer/resblocks_{i}/{ln_1, attn/{in_proj, out_proj}, ln_2, mlp/{c_fc, c_proj}}`.
+
+Rematerialisation (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"): `remat` names a
+`jax.checkpoint` policy applied per block (`nn.remat`), which decides what the backward pass keeps of each block's
+forward and what it recomputes: "none" (keep everything; no remat), "full" (keep only the block inputs:
+recompute the whole block), "dots" (keep matmul outputs, recompute the elementwise ops: layer norms, GELU,
+softmax), "dots_no_batch" (keep only matmuls without batch dimensions: the projections, not attention scores).
+Parameter names and values are the same with and without remat.
 """
 from __future__ import annotations
 
@@ -11,11 +18,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.errors import MmjaxError
 from mmjax.layers.attention import MultiHeadAttention
 from mmjax.layers.mlp import Mlp
 
 Dtype = Any
 LN_EPS = 1e-5
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def block_class(remat: str) -> type:
+  """TransformerBlock, wrapped in `nn.remat` with the named policy unless remat == "none"."""
+  if remat == "none":
+    return TransformerBlock
+  if remat not in REMAT_POLICIES:
+    raise MmjaxError(f"unknown remat policy {remat!r} (config key model.remat); valid: none, "
+                     f"{', '.join(REMAT_POLICIES)}")
+  return nn.remat(TransformerBlock, policy=REMAT_POLICIES[remat])
 
 
 class TransformerBlock(nn.Module):
@@ -37,16 +60,19 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-  """A stack of `depth` pre-LN blocks. x [B, T, w] -> [B, T, w]; mask as in MultiHeadAttention."""
+  """A stack of `depth` pre-LN blocks. x [B, T, w] -> [B, T, w]; mask as in MultiHeadAttention.
+  remat: the per-block rematerialisation policy (module docstring)."""
   depth: int
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    block = block_class(self.remat)
     for i in range(self.depth):
-      x = TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype,
+      x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype,
                            name=f"resblocks_{i}")(x, mask)
     return x

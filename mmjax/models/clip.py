@@ -3,6 +3,11 @@ parameter-for-parameter as OpenCLIP's `CLIP` with a ViT image tower (Cherti et a
 With `logit_bias_init` set it carries SigLIP's learned bias (Zhai et al. 2023).
 
 Params: {"vision": ViT params, "text": TextTransformer params, "logit_scale": (), ["logit_bias": ()]}.
+
+Mixed precision (Micikevicius et al. 2018): `dtype` is the compute dtype of both towers ("bfloat16": matmuls,
+attention and layer norms in bf16), while parameters stay float32 (the master weights the optimizer updates),
+and the embeddings are normalised, and the logits and loss computed, in float32. `remat` is the per-block
+rematerialisation policy of both towers (mmjax.layers.transformer).
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from mmjax.errors import MmjaxError
 from mmjax.registry import MODELS
 
 Dtype = Any
-_RESERVED = ("output_dim", "dtype", "param_dtype", "parent", "name")
+_RESERVED = ("output_dim", "dtype", "param_dtype", "remat", "parent", "name")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _tower_kwargs(cls: type, cfg: Mapping, key: str) -> dict[str, Any]:
@@ -58,17 +64,23 @@ class CLIP(nn.Module):
   logit_scale_init: float = math.log(1 / 0.07)
   logit_bias_init: float | None = None
   dtype: Dtype = jnp.float32
+  remat: str = "none"
 
   def __post_init__(self):
+    if isinstance(self.dtype, str):
+      if self.dtype not in DTYPES:
+        raise MmjaxError(f"config key model.dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
+      object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
     # Hashable, plain mappings (ConfigDicts are neither); errors at construction, not first apply.
     object.__setattr__(self, "vision", FrozenDict(_tower_kwargs(ViT, self.vision, "vision")))
     object.__setattr__(self, "text", FrozenDict(_tower_kwargs(TextTransformer, self.text, "text")))
     super().__post_init__()
 
   def setup(self):
-    self.vision_tower = ViT(**dict(self.vision), output_dim=self.embed_dim, dtype=self.dtype, name="vision")
+    self.vision_tower = ViT(**dict(self.vision), output_dim=self.embed_dim, dtype=self.dtype, remat=self.remat,
+                            name="vision")
     self.text_tower = TextTransformer(**dict(self.text), output_dim=self.embed_dim, dtype=self.dtype,
-                                      name="text")
+                                      remat=self.remat, name="text")
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), (),
                                   jnp.float32)
     if self.logit_bias_init is not None:

@@ -164,6 +164,9 @@ class Trainer:
       if jax.process_index() == 0:
         print(f"mmjax: resumed from {self.ckpt.directory}/{self.start_step}", flush=True)
     self.num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
+    if jax.process_index() == 0 and self.config.print_sharding:
+      print(f"mmjax: train state placement on mesh {dict(self.mesh.shape)}\n"
+            f"{sharding.sharding_table(abstract, self.state_shardings)}", flush=True)
 
   def meta(self) -> dict[str, Any]:
     return {"config": ckpt_lib.config_json(self.config), "tokenizer": self.tokenizer.to_json()}
