@@ -7,7 +7,7 @@ What is measured: the jitted `jax.value_and_grad` (w.r.t. zimg, ztxt, logit_scal
   clip_naive    mmjax.objectives.contrastive.clip_loss           (full [B, B] logits)
   clip_chunked  mmjax.objectives.contrastive_sharded.chunked_clip_loss(chunk_size=--chunk_size)
   siglip_naive  mmjax.objectives.contrastive.siglip_loss         (full [B, B] logits)
-  siglip_ring   mmjax.objectives.contrastive_sharded.ring_siglip_loss
+  siglip_ring   mmjax.objectives.contrastive_sharded.ring_siglip_loss(chunk_size=--chunk_size) (custom VJP)
 at global batch B, embedding dim d = 512, float32, on 8 simulated CPU devices (XLA_FLAGS=
 --xla_force_host_platform_device_count=8) with the mesh make_mesh({"data": -1, "fsdp": 1}). The inputs are random
 L2-normalised [B, 512] rows made inside a jitted function whose out_shardings are NamedSharding(P(("data", "fsdp"))),
@@ -17,7 +17,7 @@ Each (method, batch) runs in its own subprocess (this script re-invoked with `--
 peak RSS belongs to that measurement alone. Reported: peak_rss_mib = getrusage(RUSAGE_SELF).ru_maxrss of the child,
 and rss_over_baseline_mib = that minus the child's RSS right after importing jax and initialising the 8 devices.
 All 8 simulated devices share the one host, so host RSS is the sum over devices: the sharded methods' per-device
-live logits are [B/8, chunk] (CLIP) or [B/8, B/8] (SigLIP), the naive ones are B x B in total.
+live logits are [B/8, chunk], the naive ones are B x B in total.
 The parent polls the child's VmRSS (/proc/<pid>/status) every 0.2 s and kills it past --max_rss_gib
 ("error": "killed: RSS over N GiB"); RLIMIT_AS is not used because it breaks XLA's virtual-memory reservations.
 A child that fails, times out or is killed gives a line with "error".
@@ -93,7 +93,7 @@ def run_one(method: str, batch: int, chunk_size: int) -> dict:
     fn = lambda zi, zt, t, b: siglip_loss(zi, zt, t, b)[0]
     args = (zimg, ztxt, scale, bias)
   elif method == "siglip_ring":
-    fn = lambda zi, zt, t, b: ring_siglip_loss(zi, zt, t, b, mesh=mesh)[0]
+    fn = lambda zi, zt, t, b: ring_siglip_loss(zi, zt, t, b, mesh=mesh, chunk_size=chunk_size)[0]
     args = (zimg, ztxt, scale, bias)
   else:
     raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
@@ -111,7 +111,7 @@ def run_one(method: str, batch: int, chunk_size: int) -> dict:
   loss = float(out[0])
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0          # KiB on Linux
   return {"method": method, "batch": batch, "dim": DIM, "devices": len(devices),
-          **({"chunk_size": chunk_size} if method == "clip_chunked" else {}),
+          **({"chunk_size": chunk_size} if method in ("clip_chunked", "siglip_ring") else {}),
           "peak_rss_mib": round(peak, 1), "baseline_rss_mib": round(baseline, 1),
           "rss_over_baseline_mib": round(peak - baseline, 1), "ms": round(best * 1e3, 2),
           "loss": round(loss, 6)}
@@ -166,7 +166,7 @@ def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--batches", default="4096,16384,32768")
   ap.add_argument("--methods", default="all", help=f"'all' or a comma list of {METHODS}")
-  ap.add_argument("--chunk_size", type=int, default=1024, help="column chunk of clip_chunked")
+  ap.add_argument("--chunk_size", type=int, default=1024, help="column chunk of clip_chunked and siglip_ring")
   ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child")
   ap.add_argument("--max_rss_gib", type=float, default=12.0, help="kill a child whose RSS exceeds this")
   ap.add_argument("--one", nargs=2, metavar=("method=M", "batch=B"), help=argparse.SUPPRESS)

@@ -60,10 +60,11 @@ def main() -> None:
             (zi, zt, scale), ("logit_scale", "temperature", "i2t_acc", "t2i_acc")))
       if t > 3.0:  # exp(5) ~ 148: sigmoid losses ~300, float32 rounding alone is ~1e-5 there
         continue
-      records.append(_compare(
-          f"siglip data={data} fsdp={fsdp} t={t}", siglip_loss,
-          lambda a, b, s, c, m=mesh: ring_siglip_loss(a, b, s, c, mesh=m),
-          (zi, zt, scale, bias), ("logit_scale", "logit_bias", "i2t_acc", "t2i_acc")))
+      for chunk in (None, 2):   # 2: several [b, 2] logit chunks per ring step (b = B / devices >= 2)
+        records.append(_compare(
+            f"siglip data={data} fsdp={fsdp} t={t} chunk={chunk}", siglip_loss,
+            lambda a, b, s, c, m=mesh, k=chunk: ring_siglip_loss(a, b, s, c, mesh=m, chunk_size=k),
+            (zi, zt, scale, bias), ("logit_scale", "logit_bias", "i2t_acc", "t2i_acc")))
 
   # The registered objectives: mesh from the jax.set_mesh context, and the all-devices fallback without one.
   params = {"logit_scale": jnp.float32(2.3), "logit_bias": bias}

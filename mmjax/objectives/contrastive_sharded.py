@@ -118,13 +118,135 @@ def chunked_clip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array, 
   return loss, metrics
 
 
+def _vary(tree, axes: tuple[str, ...]):
+  """Marks each leaf as varying over `axes` (scan carries inside shard_map must match their per-device updates)."""
+  def one(x):
+    aval = jax.typeof(x)
+    varying = aval.vma if hasattr(aval, "vma") else aval.mat.varying   # the attribute's name moved in jax 0.10
+    missing = tuple(a for a in axes if a not in varying)
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+  return jax.tree.map(one, tree)
+
+
+def _sig_chunks(txt: jax.Array, cols: jax.Array, chunk: int | None):
+  """A text block [b, E] and its global indices [b] -> chunks [k, c, E], [k, c] (c = chunk, or b)."""
+  c = txt.shape[0] if chunk is None or chunk >= txt.shape[0] else chunk
+  if txt.shape[0] % c:
+    raise MmjaxError(f"ring_siglip_loss: chunk_size {chunk} does not divide the per-device batch {txt.shape[0]}")
+  return (einops.rearrange(txt, "(k c) e -> k c e", c=c), einops.rearrange(cols, "(k c) -> k c", c=c))
+
+
+def _sig_logits(zi, tc, rows, cc, scale, bias):
+  """[b, c] logits of local images vs one text chunk and their labels (+1 where the global indices match)."""
+  logits = scale * zi @ tc.T + bias
+  return logits, jnp.where(rows[:, None] == cc[None, :], 1.0, -1.0).astype(logits.dtype)
+
+
+def _sig_forward_block(zi, txt, rows, cols, scale, bias, chunk, i_best, i_arg, axes):
+  """One ring step's loss sum and argmax bookkeeping, [b, chunk] logits at a time.
+  -> (loss sum, i_best, i_arg (per local image), t_best, t_arg (per text of the block))."""
+  def body(carry, inp):
+    total, i_best, i_arg = carry
+    tc, cc = inp
+    logits, labels = _sig_logits(zi, tc, rows, cc, scale, bias)
+    total = total - jnp.sum(jax.nn.log_sigmoid(labels * logits))
+    # Accuracies with jnp.argmax's tie rule (the smallest index wins), whatever order the blocks come in.
+    cmax, carg = jnp.max(logits, axis=1), cc[jnp.argmax(logits, axis=1)]
+    take = (cmax > i_best) | ((cmax == i_best) & (carg < i_arg))
+    i_best, i_arg = jnp.where(take, cmax, i_best), jnp.where(take, carg, i_arg)
+    return (total, i_best, i_arg), (jnp.max(logits, axis=0), rows[jnp.argmax(logits, axis=0)])
+
+  init = _vary((jnp.zeros((), zi.dtype), i_best, i_arg), axes)
+  (total, i_best, i_arg), (rmax, rarg) = jax.lax.scan(body, init, _sig_chunks(txt, cols, chunk))
+  return total, i_best, i_arg, rmax.reshape(-1), rarg.reshape(-1)
+
+
+def _sig_backward_block(zi, txt, rows, cols, scale, bias, chunk, g, axes):
+  """Gradients of one ring step's loss sum (times g) -> (d zi [b, E], d txt [b, E], d scale, d bias)."""
+  def body(carry, inp):
+    dzi, dscale, dbias = carry
+    tc, cc = inp
+    logits, labels = _sig_logits(zi, tc, rows, cc, scale, bias)
+    dl = -g * labels * jax.nn.sigmoid(-labels * logits)                 # d/dl of -log sigmoid(y l) = -y sigmoid(-y l)
+    dzi = dzi + scale * dl @ tc
+    dscale = dscale + jnp.sum(dl * (logits - bias)) / scale
+    return (dzi, dscale, dbias + jnp.sum(dl)), scale * dl.T @ zi           # d tc [c, E]
+
+  zero = jnp.zeros((), zi.dtype)
+  init = _vary((jnp.zeros_like(zi), zero, zero), axes)
+  (dzi, dscale, dbias), dtxt = jax.lax.scan(body, init, _sig_chunks(txt, cols, chunk))
+  return dzi, dtxt.reshape(txt.shape), dscale, dbias
+
+
+def _ring_siglip_local(axes: tuple[str, ...], n: int, chunk: int | None):
+  """The per-device ring with a custom VJP: (zi [b, E], zt [b, E], scale (), bias ()) -> (loss sum over the local
+  images and all texts, correct i2t, correct t2i). The backward runs the ring again, recomputing each [b, chunk]
+  block of logits, with each text block's gradient travelling along with it; it keeps nothing of the forward but
+  its inputs, so memory is O(b E + b chunk) per device in both passes."""
+  ring = [(j, (j + 1) % n) for j in range(n)]
+
+  def positions(b):
+    me = jax.lax.axis_index(axes)
+    return me, me * b + jnp.arange(b)
+
+  def forward(zi, zt, scale, bias):
+    b = zi.shape[0]
+    me, rows = positions(b)
+
+    def step(k, carry):   # a loop, not unrolled: one set of [b, E] buffers per device whatever n is
+      total, i_best, i_arg, txt, t_best, t_arg = carry
+      cols = ((me - k) % n) * b + jnp.arange(b)                         # the text block seen at step k
+      part, i_best, i_arg, rmax, rarg = _sig_forward_block(zi, txt, rows, cols, scale, bias, chunk, i_best, i_arg,
+                                                           axes)
+      take = (rmax > t_best) | ((rmax == t_best) & (rarg < t_arg))
+      t_best, t_arg = jnp.where(take, rmax, t_best), jnp.where(take, rarg, t_arg)
+      txt, t_best, t_arg = jax.lax.ppermute((txt, t_best, t_arg), axes, ring)   # pass the block (n-th: home)
+      return total + part, i_best, i_arg, txt, t_best, t_arg
+
+    init = _vary((jnp.zeros((), zi.dtype), jnp.full((b,), -jnp.inf, zi.dtype), jnp.zeros((b,), jnp.int32), zt,
+                  jnp.full((b,), -jnp.inf, zi.dtype), jnp.zeros((b,), jnp.int32)), axes)
+    total, _, i_arg, _, _, t_arg = jax.lax.fori_loop(0, n, step, init)
+    # After n hops every text block (with its best image) is back on its owner.
+    return (total, jnp.sum(i_arg == rows).astype(zi.dtype), jnp.sum(t_arg == rows).astype(zi.dtype))
+
+  @jax.custom_vjp
+  def loss(zi, zt, scale, bias):
+    return forward(zi, zt, scale, bias)
+
+  def loss_fwd(zi, zt, scale, bias):
+    return forward(zi, zt, scale, bias), (zi, zt, scale, bias)
+
+  def loss_bwd(res, cotangents):
+    zi, zt, scale, bias = res
+    g = cotangents[0]                                                   # the accuracy counts have no gradient
+    b = zi.shape[0]
+    me, rows = positions(b)
+
+    def step(k, carry):
+      dzi, dscale, dbias, txt, dtxt = carry
+      cols = ((me - k) % n) * b + jnp.arange(b)
+      dz, dt, ds, db = _sig_backward_block(zi, txt, rows, cols, scale, bias, chunk, g, axes)
+      txt, dtxt = jax.lax.ppermute((txt, dtxt + dt), axes, ring)        # the n-th hop brings dtxt home
+      return dzi + dz, dscale + ds, dbias + db, txt, dtxt
+
+    init = _vary((jnp.zeros_like(zi), jnp.zeros_like(scale), jnp.zeros_like(bias), zt, jnp.zeros_like(zt)), axes)
+    dzi, dscale, dbias, _, dtxt = jax.lax.fori_loop(0, n, step, init)
+    return dzi, dtxt, dscale, dbias
+
+  loss.defvjp(loss_fwd, loss_bwd)
+  return loss
+
+
 def ring_siglip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array, logit_bias: jax.Array, *,
-                     mesh: Mesh, axes: Axes = AXES) -> tuple[jax.Array, dict]:
+                     mesh: Mesh, axes: Axes = AXES, chunk_size: int | None = None) -> tuple[jax.Array, dict]:
   """zimg, ztxt [B, E], logit_scale t' () and logit_bias b () raw -> (loss (), metrics), equal to `siglip_loss`.
 
   Rows sharded over `axes` (size n, B divisible by n). Device i keeps its image block and sees text block
-  (i - k) mod n at ring step k = 0..n-1 (n-1 ppermutes), forming [B/n, B/n] logits per step; labels are +1 on the
-  diagonal of step 0 (its own texts) only. metrics as `siglip_loss`: loss, logit_scale, logit_bias, i2t_acc, t2i_acc.
+  (i - k) mod n at ring step k = 0..n-1 (a `fori_loop` of ppermutes; the n-th brings each block home), forming
+  [B/n, chunk_size] logits at a time
+  (chunk_size=None: [B/n, B/n]; it must divide B/n); labels are +1 where image and text indices match. A custom VJP
+  (`_ring_siglip_local`) makes the backward pass memory-bounded too: it recomputes the logits in a second ring
+  instead of keeping them. metrics as `siglip_loss`: loss, logit_scale, logit_bias, i2t_acc, t2i_acc.
   """
   what = "ring_siglip_loss"
   _check_pair(zimg, ztxt, what)
@@ -133,38 +255,13 @@ def ring_siglip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array, l
   axes = tuple(axes)
   zimg, ztxt = _f32(zimg), _f32(ztxt)
   logit_scale, logit_bias = _f32(logit_scale), _f32(logit_bias)
-  ring = [(j, (j + 1) % n) for j in range(n)]
+  ring_loss = _ring_siglip_local(axes, n, chunk_size)
 
   def local(zi: jax.Array, zt: jax.Array, t: jax.Array, bias: jax.Array):
-    b = zi.shape[0]
     scale = jnp.exp(t)
-    me = jax.lax.axis_index(axes)
-    rows = me * b + jnp.arange(b)                                       # global indices of the local images
-    total = jnp.zeros((), zi.dtype)
-    # i2t: best text so far for each local image; t2i: best image so far for each travelling text (carried along).
-    i_best, i_arg = jnp.full((b,), -jnp.inf, zi.dtype), jnp.zeros((b,), jnp.int32)
-    t_best, t_arg = jnp.full((b,), -jnp.inf, zi.dtype), jnp.zeros((b,), jnp.int32)
-    txt = zt
-    for k in range(n):
-      if k:
-        txt, t_best, t_arg = jax.lax.ppermute((txt, t_best, t_arg), axes, ring)
-      src = (me - k) % n                                                # owner of the text block seen now
-      cols = src * b + jnp.arange(b)
-      logits = scale * zi @ txt.T + bias                                # [b, b]
-      labels = (2.0 * jnp.eye(b, dtype=logits.dtype) - 1.0) if k == 0 else -jnp.ones_like(logits)
-      total = total - jnp.sum(jax.nn.log_sigmoid(labels * logits))
-      logits = jax.lax.stop_gradient(logits)
-      # Accuracies with jnp.argmax's tie rule (the smallest index wins), whatever order the blocks come in.
-      cmax, carg = jnp.max(logits, axis=1), cols[jnp.argmax(logits, axis=1)]
-      take = (cmax > i_best) | ((cmax == i_best) & (carg < i_arg))
-      i_best, i_arg = jnp.where(take, cmax, i_best), jnp.where(take, carg, i_arg)
-      rmax, rarg = jnp.max(logits, axis=0), rows[jnp.argmax(logits, axis=0)]
-      take = (rmax > t_best) | ((rmax == t_best) & (rarg < t_arg))
-      t_best, t_arg = jnp.where(take, rmax, t_best), jnp.where(take, rarg, t_arg)
-    last_cols = ((me - (n - 1)) % n) * b + jnp.arange(b)                # the text block held after the last step
-    sums = jnp.stack([total, jnp.sum(i_arg == rows).astype(jnp.float32),
-                      jnp.sum(t_arg == last_cols).astype(jnp.float32)])
-    return jax.lax.psum(sums, axes) / big, scale
+    # Per-device copies: their cotangents are per-device partial sums, which autodiff psums for the replicated inputs.
+    total, i_ok, t_ok = ring_loss(zi, zt, *jax.lax.pcast((scale, bias), axes, to="varying"))
+    return jax.lax.psum(jnp.stack([total, i_ok, t_ok]), axes) / big, scale
 
   fn = jax.shard_map(local, mesh=mesh, in_specs=(P(axes), P(axes), P(), P()), out_specs=(P(), P()))
   means, scale = fn(zimg, ztxt, logit_scale, logit_bias)
