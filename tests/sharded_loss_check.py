@@ -13,7 +13,7 @@ import numpy as np
 
 from mmjax.objectives import get_objective
 from mmjax.objectives.contrastive import clip_loss, siglip_loss
-from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_siglip_loss
+from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_clip_loss, ring_siglip_loss
 from mmjax.train.sharding import make_mesh
 
 B, E = 16, 8
@@ -57,6 +57,10 @@ def main() -> None:
         records.append(_compare(
             f"clip data={data} fsdp={fsdp} t={t} chunk={chunk}", clip_loss,
             lambda a, b, s, m=mesh, c=chunk: chunked_clip_loss(a, b, s, mesh=m, chunk_size=c),
+            (zi, zt, scale), ("logit_scale", "temperature", "i2t_acc", "t2i_acc")))
+        records.append(_compare(
+            f"clip_ring data={data} fsdp={fsdp} t={t} chunk={chunk}", clip_loss,
+            lambda a, b, s, m=mesh, c=chunk: ring_clip_loss(a, b, s, mesh=m, chunk_size=None if c is None else 2),
             (zi, zt, scale), ("logit_scale", "temperature", "i2t_acc", "t2i_acc")))
       if t > 3.0:  # exp(5) ~ 148: sigmoid losses ~300, float32 rounding alone is ~1e-5 there
         continue

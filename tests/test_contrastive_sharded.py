@@ -18,7 +18,7 @@ import pytest
 from mmjax.errors import MmjaxError
 from mmjax.objectives import get_objective
 from mmjax.objectives.contrastive import clip_loss, siglip_loss
-from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_siglip_loss
+from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_clip_loss, ring_siglip_loss
 from mmjax.train.sharding import make_mesh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +39,7 @@ def test_sharded_losses_match_naive_on_1_to_8_devices(sharded_records):
   for n in ("data=1 fsdp=1", "data=2 fsdp=1", "data=4 fsdp=1", "data=2 fsdp=2", "data=8 fsdp=1", "data=4 fsdp=2"):
     assert any(f"clip {n} t=5.0 chunk=4" == c for c in cases), n
     assert any(f"siglip {n} t=2.3 chunk=2" == c for c in cases), n
+    assert any(f"clip_ring {n} t=5.0 chunk=4" == c for c in cases), n
   bad = {r["case"]: {k: v for k, v in r["diffs"].items() if not v < TOL} for r in sharded_records}
   assert not {c: d for c, d in bad.items() if d}, bad
   for r in sharded_records:
@@ -88,6 +89,8 @@ def test_errors_are_one_line():
     chunked_clip_loss(zi, zt, jnp.float32(1.0), mesh=mesh, chunk_size=4)
   with pytest.raises(MmjaxError, match="chunk_size 4 does not divide the per-device batch 6"):
     ring_siglip_loss(zi, zt, jnp.float32(1.0), jnp.float32(0.0), mesh=mesh, chunk_size=4)
+  with pytest.raises(MmjaxError, match="chunk_size 4 does not divide the per-device batch 6"):
+    ring_clip_loss(zi, zt, jnp.float32(1.0), mesh=mesh, chunk_size=4)
   with pytest.raises(MmjaxError, match=r"must both be \[B, E\]"):
     ring_siglip_loss(zi, zt[:3], jnp.float32(1.0), jnp.float32(0.0), mesh=mesh)
   with pytest.raises(MmjaxError, match="lack"):

@@ -270,6 +270,140 @@ def ring_siglip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array, l
   return means[0], metrics
 
 
+def _clip_forward_block(zi, txt, rows, cols, scale, chunk, m, s, i_best, i_arg, axes):
+  """One ring step of CLIP: online log-sum-exp over the text block for each local image (running max m, sum s)
+  and, for each text of the block, its log-sum-exp and argmax over the local images ([b, chunk] at a time).
+  -> (m, s, i_best, i_arg, col_lse [b], col_max [b], col_arg [b])."""
+  def body(carry, inp):
+    m, s, i_best, i_arg = carry
+    tc, cc = inp
+    logits = scale * zi @ tc.T                                          # [b, c]
+    m_new = jnp.maximum(m, jnp.max(logits, axis=1))
+    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(logits - m_new[:, None]), axis=1)
+    cmax, carg = jnp.max(logits, axis=1), cc[jnp.argmax(logits, axis=1)]
+    take = (cmax > i_best) | ((cmax == i_best) & (carg < i_arg))
+    i_best, i_arg = jnp.where(take, cmax, i_best), jnp.where(take, carg, i_arg)
+    return (m_new, s, i_best, i_arg), (jax.nn.logsumexp(logits, axis=0), jnp.max(logits, axis=0),
+                                       rows[jnp.argmax(logits, axis=0)])
+
+  (m, s, i_best, i_arg), (lse, cmax, carg) = jax.lax.scan(body, _vary((m, s, i_best, i_arg), axes),
+                                                          _sig_chunks(txt, cols, chunk))
+  return m, s, i_best, i_arg, lse.reshape(-1), cmax.reshape(-1), carg.reshape(-1)
+
+
+def _clip_backward_block(zi, txt, col_lse, row_lse, rows, cols, scale, chunk, g_row, g_col, axes):
+  """Gradients of one ring step: dL/dl_ij = g_row (softmax_row_ij - [i = j]) + g_col (softmax_col_ij - [i = j])
+  (softmax over texts of image i, and over images of text j: exp(l_ij - lse)).
+  -> (d zi [b, E], d txt [b, E], d scale)."""
+  def body(carry, inp):
+    dzi, dscale = carry
+    tc, cc, lse_c = inp
+    logits = scale * zi @ tc.T
+    eye = (rows[:, None] == cc[None, :]).astype(logits.dtype)
+    dl = g_row * (jnp.exp(logits - row_lse[:, None]) - eye) + g_col * (jnp.exp(logits - lse_c[None, :]) - eye)
+    return (dzi + scale * dl @ tc, dscale + jnp.sum(dl * logits) / scale), scale * dl.T @ zi
+
+  tcs, ccs = _sig_chunks(txt, cols, chunk)
+  lses = col_lse.reshape(ccs.shape)
+  init = _vary((jnp.zeros_like(zi), jnp.zeros((), zi.dtype)), axes)
+  (dzi, dscale), dtxt = jax.lax.scan(body, init, (tcs, ccs, lses))
+  return dzi, dtxt.reshape(txt.shape), dscale
+
+
+def _ring_clip_local(axes: tuple[str, ...], n: int, chunk: int | None):
+  """Per-device ring CLIP with a custom VJP: (zi [b, E], zt [b, E], scale ()) -> (sum_i (lse_i2t - diag),
+  sum_j (lse_t2i - diag), correct i2t, correct t2i) over the local rows. The forward ring carries each text block
+  with its running column log-sum-exp; the backward ring recomputes the logits from the two saved [b] lse vectors
+  (each text block's gradient travelling with it), so nothing [b, b] is kept."""
+  ring = [(j, (j + 1) % n) for j in range(n)]
+
+  def forward(zi, zt, scale):
+    b = zi.shape[0]
+    me = jax.lax.axis_index(axes)
+    rows = me * b + jnp.arange(b)
+
+    def step(k, carry):
+      m, s, i_best, i_arg, txt, t_lse, t_best, t_arg = carry
+      cols = ((me - k) % n) * b + jnp.arange(b)
+      m, s, i_best, i_arg, lse, cmax, carg = _clip_forward_block(zi, txt, rows, cols, scale, chunk, m, s, i_best,
+                                                                 i_arg, axes)
+      t_lse = jnp.logaddexp(t_lse, lse)
+      take = (cmax > t_best) | ((cmax == t_best) & (carg < t_arg))
+      t_best, t_arg = jnp.where(take, cmax, t_best), jnp.where(take, carg, t_arg)
+      txt, t_lse, t_best, t_arg = jax.lax.ppermute((txt, t_lse, t_best, t_arg), axes, ring)
+      return m, s, i_best, i_arg, txt, t_lse, t_best, t_arg
+
+    neg = jnp.full((b,), -jnp.inf, zi.dtype)
+    idx = jnp.zeros((b,), jnp.int32)
+    init = _vary((neg, jnp.zeros((b,), zi.dtype), neg, idx, zt, neg, neg, idx), axes)
+    m, s, _, i_arg, _, t_lse, _, t_arg = jax.lax.fori_loop(0, n, step, init)
+    row_lse = m + jnp.log(s)
+    diag = scale * jnp.sum(zi * zt, axis=1)
+    out = (jnp.sum(row_lse - diag), jnp.sum(t_lse - diag),
+           jnp.sum(i_arg == rows).astype(zi.dtype), jnp.sum(t_arg == rows).astype(zi.dtype))
+    return out, (row_lse, t_lse)
+
+  @jax.custom_vjp
+  def loss(zi, zt, scale):
+    return forward(zi, zt, scale)[0]
+
+  def loss_fwd(zi, zt, scale):
+    out, (row_lse, col_lse) = forward(zi, zt, scale)
+    return out, (zi, zt, scale, row_lse, col_lse)
+
+  def loss_bwd(res, cotangents):
+    zi, zt, scale, row_lse, col_lse = res
+    g_row, g_col = cotangents[0], cotangents[1]                         # the accuracy counts have no gradient
+    b = zi.shape[0]
+    me = jax.lax.axis_index(axes)
+    rows = me * b + jnp.arange(b)
+
+    def step(k, carry):
+      dzi, dscale, txt, t_lse, dtxt = carry
+      cols = ((me - k) % n) * b + jnp.arange(b)
+      dz, dt, ds = _clip_backward_block(zi, txt, t_lse, row_lse, rows, cols, scale, chunk, g_row, g_col,
+                                        axes)
+      txt, t_lse, dtxt = jax.lax.ppermute((txt, t_lse, dtxt + dt), axes, ring)
+      return dzi + dz, dscale + ds, txt, t_lse, dtxt
+
+    init = _vary((jnp.zeros_like(zi), jnp.zeros_like(scale), zt, col_lse, jnp.zeros_like(zt)), axes)
+    dzi, dscale, _, _, dtxt = jax.lax.fori_loop(0, n, step, init)
+    return dzi, dtxt, dscale
+
+  loss.defvjp(loss_fwd, loss_bwd)
+  return loss
+
+
+def ring_clip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array, *, mesh: Mesh, axes: Axes = AXES,
+                   chunk_size: int | None = None) -> tuple[jax.Array, dict]:
+  """zimg, ztxt [B, E] (unit norm), logit_scale () raw -> (loss (), metrics), equal to `clip_loss`, with nothing
+  gathered: the text blocks travel around a ring of ppermutes (as `ring_siglip_loss`), each carrying its running
+  column log-sum-exp, and the local image rows keep an online log-sum-exp; [B/n, chunk_size] logits at a time.
+  A custom VJP reruns the ring in the backward pass from the two saved [B/n] log-sum-exp vectors, so memory is
+  O(b E + b chunk) per device in both passes (the all-gather of `chunked_clip_loss` holds [B, E] per device).
+  Slower than `chunked_clip_loss` (the logits are computed twice); for batches whose [B, E] copies do not fit.
+  """
+  what = "ring_clip_loss"
+  _check_pair(zimg, ztxt, what)
+  big = zimg.shape[0]
+  n = _num_shards(mesh, axes, big, what)
+  axes = tuple(axes)
+  zimg, ztxt, logit_scale = _f32(zimg), _f32(ztxt), _f32(logit_scale)
+  ring_loss = _ring_clip_local(axes, n, chunk_size)
+
+  def local(zi: jax.Array, zt: jax.Array, t: jax.Array):
+    scale = jnp.exp(jnp.minimum(t, MAX_LOGIT_SCALE))
+    row, col, i_ok, t_ok = ring_loss(zi, zt, jax.lax.pcast(scale, axes, to="varying"))
+    return jax.lax.psum(jnp.stack([row + col, i_ok, t_ok]), axes) / big, scale
+
+  fn = jax.shard_map(local, mesh=mesh, in_specs=(P(axes), P(axes), P()), out_specs=(P(), P()))
+  means, scale = fn(zimg, ztxt, logit_scale)
+  loss = 0.5 * means[0]
+  metrics = {"loss": loss, "logit_scale": scale, "temperature": 1.0 / scale,
+             "i2t_acc": means[1], "t2i_acc": means[2]}
+  return loss, metrics
+
+
 def current_mesh(axes: Axes = AXES):
   """The mesh of the surrounding `jax.set_mesh` context if it has `axes`, else all devices as {"data": -1, "fsdp": 1}."""
   mesh = jax.sharding.get_abstract_mesh()
