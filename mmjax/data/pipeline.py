@@ -7,6 +7,10 @@ and repeated (reshuffled each epoch). Process p then takes per-process batches p
 at every step the per-process batches concatenated in process order are exactly the 1-process global batch,
 whatever the process count.
 
+Preprocessing: a data set whose `DatasetEntry.preprocess` is set (feature data sets: MOSI, AV-MNIST) turns its
+examples into model inputs with it; image-caption data sets use `preprocess` below (image to [-1, 1], caption
+tokens), which needs the run's tokenizer (data sets without a text corpus run without one: tokenizer None).
+
 Iterator state (`it.get_state()`): with num_workers = 0 a dict `{"next_index": int}` (per-process batches
 consumed); with num_workers > 0 grain's multiprocessing state (nested dicts of ints and str). Both are JSON
 serialisable and `set_state` resumes exactly.
@@ -19,6 +23,7 @@ import grain
 from absl import flags
 import numpy as np
 
+from mmjax.data import fusion_data  # noqa: F401  (registers "mosi", "avmnist")
 from mmjax.data import image_text  # noqa: F401  (registers "flickr8k")
 from mmjax.data import shapes  # noqa: F401  (registers the "shapes" dataset)
 from mmjax.data.tokenizer import Tokenizer
@@ -39,9 +44,23 @@ def _entry(data_cfg):
   return DATASETS.get(data_cfg.name, "data.name")
 
 
+def has_text(data_cfg) -> bool:
+  """Whether the data set has a text corpus (and so a run on it a tokenizer)."""
+  return _entry(data_cfg).corpus is not None
+
+
 def build_tokenizer(data_cfg) -> Tokenizer:
   """Trains the BPE tokenizer on the dataset's caption corpus with `data_cfg.vocab_size` tokens at most."""
-  return Tokenizer.train(_entry(data_cfg).corpus(data_cfg), int(data_cfg.vocab_size))
+  entry = _entry(data_cfg)
+  if entry.corpus is None:
+    raise MmjaxError(f"data.name={data_cfg.name!r} has no text corpus to train a tokenizer on")
+  return Tokenizer.train(entry.corpus(data_cfg), int(data_cfg.vocab_size))
+
+
+def _check_tokenizer(entry, data_cfg, tokenizer) -> None:
+  if entry.preprocess is None and tokenizer is None:
+    raise MmjaxError(f"data.name={data_cfg.name!r} gives captions, which need a tokenizer; got none (the data "
+                     f"set's DatasetEntry has no corpus: give it one, or a preprocess of its own)")
 
 
 def _read_options(data_cfg) -> grain.ReadOptions:
@@ -52,10 +71,11 @@ def _read_options(data_cfg) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=min(prefetch, 4), prefetch_buffer_size=prefetch)
 
 
-def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, global_batch_size: int, seed: int,
+def make_train_iterator(data_cfg, tokenizer: Tokenizer | None, *, global_batch_size: int, seed: int,
                         process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
   """An endless iterator of this process's training batches (dicts of NumPy arrays, leading dim
-  `global_batch_size // process_count`): `image` float32 [b, H, W, 3], `tokens` int32 [b, L] and the labels.
+  `global_batch_size // process_count`): `image` float32 [b, H, W, 3], `tokens` int32 [b, L] and the labels
+  (or, for a data set with its own `preprocess`, that function's outputs; `tokenizer` may then be None).
 
   Reads data_cfg.name, context_length, num_workers (0: in this process; > 0: grain worker processes) and
   prefetch (batches buffered per reader). `seed` sets the shuffle order (each epoch is reshuffled).
@@ -74,13 +94,15 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer, *, global_batch_size: in
     raise MmjaxError(f"batch_size={global_batch_size} exceeds the {len(source)} training examples of "
                      f"data.name={data_cfg.name!r}; lower batch_size")
   entry = _entry(data_cfg)
+  _check_tokenizer(entry, data_cfg, tokenizer)
   what = f"data.name={data_cfg.name!r} (train split)"
   ds = grain.MapDataset.source(GuardedSource(source, what)).shuffle(seed=int(seed) % 2**32)
   ds = ds[:steps_per_epoch * global_batch_size]       # whole global batches only: same epochs for any P
   ds = ds.repeat()                                     # reshuffled each epoch
   # Augmentation is seeded by (seed, global example position): a resumed run redraws the same crops.
   ds = ds.random_map(functools.partial(_train_example, transform=entry.train_transform, data_cfg=data_cfg,
-                                       tokenizer=tokenizer, what=what), seed=(int(seed) + 0x5EED) % 2**32)
+                                       tokenizer=tokenizer, what=what, preprocess_fn=entry.preprocess),
+                     seed=(int(seed) + 0x5EED) % 2**32)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   ds = ds[process_index::process_count]
   it_ds = ds.to_iter_dataset(_read_options(data_cfg))
@@ -112,12 +134,14 @@ class GuardedSource:
     return dict(example, _index=int(index))
 
 
-def _train_example(example: dict, rng: np.random.Generator, *, transform, data_cfg, tokenizer: Tokenizer,
-                   what: str) -> dict:
+def _train_example(example: dict, rng: np.random.Generator, *, transform, data_cfg, tokenizer: Tokenizer | None,
+                   what: str, preprocess_fn=None) -> dict:
   index = example.pop("_index", None)
   try:
     if transform is not None:
       example = transform(example, rng, data_cfg)
+    if preprocess_fn is not None:
+      return preprocess_fn(example, data_cfg)
     return preprocess(example, tokenizer, int(data_cfg.context_length))
   except MmjaxError:
     raise
@@ -126,11 +150,14 @@ def _train_example(example: dict, rng: np.random.Generator, *, transform, data_c
                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
-def make_eval_arrays(data_cfg, tokenizer: Tokenizer, num_examples: int, split: str = "test") -> dict:
+def make_eval_arrays(data_cfg, tokenizer: Tokenizer | None, num_examples: int, split: str = "test") -> dict:
   """The first `num_examples` of `split`, preprocessed and stacked: `image` float32 [N, H, W, 3], the label
   arrays [N, ...], `tokens` int32 [M, L] of the M captions, `caption` a list of M str and `txt_to_img` int32
-  [M], each caption's image (M = N, txt_to_img = arange(N) for one caption per image; Flickr8k: M = 5 N)."""
+  [M], each caption's image (M = N, txt_to_img = arange(N) for one caption per image; Flickr8k: M = 5 N).
+  A data set with its own `preprocess`: every key of its preprocessed examples, stacked to [N, ...]
+  (`tokenizer` may be None)."""
   entry = _entry(data_cfg)
+  _check_tokenizer(entry, data_cfg, tokenizer)
   source = entry.source(data_cfg, split)
   if not 0 < num_examples <= len(source):
     raise MmjaxError(f"evals.num_examples={num_examples} must be in [1, {len(source)}] for the {split} split "
@@ -138,6 +165,9 @@ def make_eval_arrays(data_cfg, tokenizer: Tokenizer, num_examples: int, split: s
   examples = [source[i] for i in range(num_examples)]
   if entry.eval_transform is not None:
     examples = [entry.eval_transform(e, data_cfg) for e in examples]
+  if entry.preprocess is not None:
+    examples = [entry.preprocess(e, data_cfg) for e in examples]
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
   per_image = [e["captions"] if "captions" in e else [e["caption"]] for e in examples]
   captions = [c for caps in per_image for c in caps]
   skip = ("image", "caption", "captions")
@@ -150,7 +180,10 @@ def make_eval_arrays(data_cfg, tokenizer: Tokenizer, num_examples: int, split: s
 
 
 def first_caption_only(arrays: dict) -> dict:
-  """Eval arrays with several captions per image -> one (the first) per image, as a training batch has."""
+  """Eval arrays with several captions per image -> one (the first) per image, as a training batch has
+  (arrays without captions, of a data set with its own `preprocess`, are returned as they are)."""
+  if "txt_to_img" not in arrays:
+    return arrays
   first = np.searchsorted(arrays["txt_to_img"], np.arange(len(arrays["image"])))
   out = dict(arrays, tokens=arrays["tokens"][first], txt_to_img=np.arange(len(first), dtype=np.int32))
   out["caption"] = [arrays["caption"][i] for i in first]

@@ -3,12 +3,15 @@ image / audio encoders MultiBench uses on AV-MNIST, Liang et al. 2021).
 
 Per stage: Conv(k x k, c_i, 'SAME') -> [GroupNorm] -> ReLU -> max-pool 2x2 (stride 2). Then global average pooling
 and an optional Dense to `features`: -> `[B, features]` (or `[B, channels[-1]]`). A 3-D input `[B, T, F]` is treated
-as a one-channel image (time x frequency).
+as a one-channel image (time x frequency). With `tokens=True` the last feature map `[B, H', W', C]` is returned as a
+token sequence `[B, H' W', features or C]` (row-major over H', W'; the Dense applied per token) instead of being
+pooled, for token-level fusions such as MBT (mmjax/fusion/bottleneck.py).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,12 +20,13 @@ from mmjax.errors import MmjaxError
 
 
 class CNNEncoder(nn.Module):
-  """[B, H, W, C] or [B, T, F] -> [B, features] (or [B, channels[-1]] with features=None)."""
+  """[B, H, W, C] or [B, T, F] -> [B, features] (or [B, channels[-1]] with features=None; [B, H' W', .] tokens)."""
   channels: Sequence[int] = (16, 32)
   kernel_size: int = 3
   features: int | None = None
   group_norm: bool = False
   pool: bool = True
+  tokens: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -38,7 +42,7 @@ class CNNEncoder(nn.Module):
       x = nn.relu(x)
       if self.pool and min(x.shape[1:3]) >= 2:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = jnp.mean(x, axis=(1, 2))
+    x = einops.rearrange(x, "b h w c -> b (h w) c") if self.tokens else jnp.mean(x, axis=(1, 2))
     if self.features is not None:
       x = nn.Dense(self.features, name="out")(x)
     return x

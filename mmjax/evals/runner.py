@@ -1,10 +1,19 @@
-"""Runs the evaluators named in `config.evals.names` ("clip,..."), each `fn(params, ctx) -> dict[str, float]`."""
+"""Runs the evaluators named in `config.evals.names` ("clip,..."), each `fn(params, ctx) -> dict[str, float]`.
+
+An evaluator module may declare the `evals.*` config keys it reads beyond the base config's, with defaults,
+in `EVAL_KEYS[name]` (the training loop then accepts them in a config: `mmjax.train.loop.config_schema`).
+Runs on data without text have no tokenizer: evaluators then see `ctx.tokenizer` as a `NoTokenizer`, falsy,
+whose every use raises a one-line MmjaxError naming the evaluator.
+"""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from mmjax.errors import MmjaxError
 from mmjax.registry import EVALUATORS
+
+EVAL_KEYS: dict[str, dict[str, Any]] = {}   # evaluator name -> {evals.<key>: default}
 
 
 @dataclasses.dataclass
@@ -17,16 +26,51 @@ class EvalContext:
   workdir: str | None = None   # where evaluators may write files (figures); None: write nothing
 
 
+class NoTokenizer:
+  """Stands for the missing tokenizer of a run on data without text: any attribute raises MmjaxError."""
+
+  def __init__(self, evaluator: str, data_name: str):
+    self._evaluator, self._data_name = evaluator, data_name
+
+  def __bool__(self) -> bool:
+    return False
+
+  def __getattr__(self, attr: str):
+    if attr.startswith("__"):
+      raise AttributeError(attr)
+    raise MmjaxError(f"evaluator {self._evaluator!r} needs a tokenizer, but data.name={self._data_name!r} has no "
+                     f"text, so the run has none; remove {self._evaluator!r} from config key evals.names")
+
+
 _CACHE: dict[str, Any] = {}  # eval data survives between evaluations of one process
 
 
-def run(config, params, *, model, tokenizer, mesh, workdir: str | None = None) -> dict[str, float]:
+def _import_evaluators() -> None:
+  import mmjax.evals.classify_evals  # noqa: F401  (registers "classification")
   import mmjax.evals.clip_evals  # noqa: F401  (registers "clip")
   import mmjax.evals.linear_probe  # noqa: F401  (registers "linear_probe")
   import mmjax.evals.masked_evals  # noqa: F401  (registers "masked", "reconstruction")
-  names = [n.strip() for n in str(config.evals.names).split(",") if n.strip()]
-  ctx = EvalContext(config=config, model=model, tokenizer=tokenizer, mesh=mesh, cache=_CACHE, workdir=workdir)
+
+
+def _names(names: str) -> list[str]:
+  return [n.strip() for n in str(names).split(",") if n.strip()]
+
+
+def evaluator_keys(names: str) -> dict[str, Any]:
+  """The extra `evals.*` keys (with defaults) of the evaluators in `names` ("classification,...")."""
+  _import_evaluators()
+  out: dict[str, Any] = {}
+  for name in _names(names):
+    out.update(EVAL_KEYS.get(name, {}))
+  return out
+
+
+def run(config, params, *, model, tokenizer, mesh, workdir: str | None = None) -> dict[str, float]:
+  _import_evaluators()
   results: dict[str, float] = {}
-  for name in names:
-    results.update(EVALUATORS.get(name, "evals.names")(params, ctx))
+  for name in _names(config.evals.names):
+    fn = EVALUATORS.get(name, "evals.names")
+    tok = tokenizer if tokenizer is not None else NoTokenizer(name, str(config.data.name))
+    ctx = EvalContext(config=config, model=model, tokenizer=tok, mesh=mesh, cache=_CACHE, workdir=workdir)
+    results.update(fn(params, ctx))
   return results

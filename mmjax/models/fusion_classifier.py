@@ -4,8 +4,9 @@
 
 Config (`model.*`):
   modalities: batch keys of the inputs, in order, e.g. ("text", "audio", "video"); one modality = unimodal baseline.
-  encoders: {modality: {"name": "mlp" | "linear" | "lstm" | "gru" | "cnn" | "identity", **kwargs}}; a modality
-    without an entry uses "identity" (early fusion: model.fusion = "early" with identity encoders).
+  encoders: {modality: {"name": "mlp" | "linear" | "lstm" | "gru" | "cnn" | "identity" | "flatten", **kwargs}};
+    a modality without an entry uses "identity" (early fusion: model.fusion = "early" with identity encoders;
+    "flatten" makes raw inputs of any shape vectors, e.g. images and spectrograms for early fusion).
   fusion / fusion_kwargs: the fusion module and its fields (see mmjax/fusion/__init__.py).
   head_hidden: hidden sizes of the MLP head (() = linear head); use_head=False returns the fusion output itself
     as logits (late fusion of per-modality logits: fusion "late", fusion_kwargs features=num_classes, mode "mean").
@@ -36,8 +37,16 @@ class Identity(nn.Module):
     return x
 
 
+class Flatten(nn.Module):
+  """[B, ...] -> [B, prod(...)]: raw inputs of any shape as vectors (early fusion of images and spectrograms)."""
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    return x.reshape(x.shape[0], -1)
+
+
 ENCODERS: dict[str, Any] = {
     "identity": Identity,
+    "flatten": Flatten,
     "mlp": MLPEncoder,
     "linear": functools.partial(MLPEncoder, hidden=()),
     "lstm": functools.partial(RNNEncoder, cell="lstm"),

@@ -1,7 +1,8 @@
 """The one training loop: config -> data -> model + objective -> sharded, jitted step -> metrics/checkpoints/evals.
 
 Nothing here knows which modality or paper runs: the objective (by name), the model (by name), the dataset (by name)
-and the evaluators (by name) come from the registries.
+and the evaluators (by name) come from the registries. A data set without text (`DatasetEntry.corpus` None: MOSI,
+AV-MNIST) runs without a tokenizer (`Trainer.tokenizer` is None; its checkpoints store `"tokenizer": null`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from mmjax.data.tokenizer import Tokenizer
 from mmjax.errors import MmjaxError
 from mmjax.evals import runner as eval_runner
 from mmjax.models import build_model
-from mmjax.objectives import get_objective
+from mmjax.objectives import classify, get_objective
+from mmjax.registry import DATASETS
 from mmjax.train import checkpoint as ckpt_lib
 from mmjax.train import optim, sharding
 from mmjax.train.metrics import MetricWriter
@@ -82,10 +84,34 @@ def atomic_write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, step: int | None) -> Tokenizer:
-  """The checkpoint's tokenizer when resuming; else workdir/tokenizer.json; else one trained on the data's text."""
+def config_schema(config):
+  """The base config extended by the `data.*` keys the configured data set declares (`DatasetEntry.config_keys`)
+  and the `evals.*` keys of the configured evaluators (`runner.evaluator_keys`): what `check_keys` accepts."""
+  schema = config_lib.base_config()
+  name = _get(config, "data.name")
+  if isinstance(name, str):
+    try:
+      extra = DATASETS.get(name, "data.name").config_keys
+    except MmjaxError:
+      extra = {}          # an unknown data set is reported by the data pipeline, with suggestions
+    for k, v in extra.items():
+      if k not in schema.data:
+        schema.data[k] = v
+  names = _get(config, "evals.names")
+  for k, v in eval_runner.evaluator_keys(names if isinstance(names, str) else "").items():
+    if k not in schema.evals:
+      schema.evals[k] = v
+  return schema
+
+
+def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, step: int | None) -> Tokenizer | None:
+  """The checkpoint's tokenizer when resuming; else workdir/tokenizer.json; else one trained on the data's text;
+  None for a data set without text (and when resuming a checkpoint saved without a tokenizer)."""
   if step is not None:
-    return Tokenizer.from_json(ckpt.read_meta(step)["tokenizer"])
+    text = ckpt.read_meta(step).get("tokenizer")
+    return Tokenizer.from_json(text) if text is not None else None
+  if not pipeline.has_text(config.data):
+    return None
   path = os.path.join(workdir, "tokenizer.json")
   if os.path.exists(path):
     return Tokenizer.load(path)
@@ -95,12 +121,22 @@ def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, s
   return tok
 
 
-def model_inputs(objective, batch: dict[str, Any]) -> list[Any]:
-  missing = [k for k in objective.batch_keys if k not in batch]
+def model_inputs(objective, batch: dict[str, Any], model=None) -> list[Any]:
+  """The model's positional inputs from a batch: the entries named by `model.modalities` (fusion classifiers)
+  when the model has one, else by the objective's `batch_keys`."""
+  keys = classify.input_keys(model, objective.batch_keys)
+  missing = [k for k in keys if k not in batch]
   if missing:
-    raise MmjaxError(f"the data (config key data.name) gives no {missing} that the objective needs; "
+    raise MmjaxError(f"the data (config key data.name) gives no {missing} that the model / objective needs; "
                      f"batch keys: {sorted(batch)}")
-  return [batch[k] for k in objective.batch_keys]
+  return [batch[k] for k in keys]
+
+
+def model_kwargs(model, batch: dict[str, Any]) -> dict[str, Any]:
+  """Keyword inputs beside `model_inputs`: `lengths={m: batch["<m>_length"]}` for the modalities that have them
+  (recurrent encoders of a fusion classifier), as the "classify" objective passes them."""
+  lengths = {k: batch[f"{k}_length"] for k in getattr(model, "modalities", None) or () if f"{k}_length" in batch}
+  return {"lengths": lengths} if lengths else {}
 
 
 def batch_spec(batch: dict[str, np.ndarray]) -> dict[str, tuple]:
@@ -128,7 +164,7 @@ class Trainer:
 
   def __init__(self, config, workdir: str):
     # Every config check runs before anything is written or compiled.
-    config_lib.check_keys(config)
+    config_lib.check_keys(config, config_schema(config))
     check_model_data(config)
     self.mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.batch_size, self.mesh, jax.process_count())
@@ -144,21 +180,23 @@ class Trainer:
     self._build_state()
 
   # ---------------------------------------------------------------- state
-  def _init_state(self, rng, inputs) -> TrainState:
+  def _init_state(self, rng, inputs, kwargs=None) -> TrainState:
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
-    params = self.model.init({"params": params_rng, "dropout": dropout_rng}, *inputs, train=False)["params"]
+    params = self.model.init({"params": params_rng, "dropout": dropout_rng}, *inputs, **(kwargs or {}),
+                             train=False)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params), rng=state_rng)
 
   def _build_state(self) -> None:
     sample = pipeline.first_caption_only(pipeline.make_eval_arrays(self.config.data, self.tokenizer, 2, "train"))
-    inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample)]
+    inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample, self.model)]
+    kwargs = jax.tree.map(jnp.asarray, model_kwargs(self.model, sample))
     rng = jax.random.PRNGKey(self.config.seed)
-    abstract = jax.eval_shape(self._init_state, rng, inputs)
+    abstract = jax.eval_shape(self._init_state, rng, inputs, kwargs)
     self.state_shardings = sharding.shardings(abstract, self.mesh, self.config.sharding_rules)
     self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, self.state_shardings))
     if self.restored is None:
       init = jax.jit(self._init_state, out_shardings=self.state_shardings)
-      self.state, self.data_state, self.start_step = init(rng, inputs), None, 0
+      self.state, self.data_state, self.start_step = init(rng, inputs, kwargs), None, 0
     else:
       self.start_step, self.state, self.data_state, _ = self.restored
       if jax.process_index() == 0:
@@ -169,7 +207,8 @@ class Trainer:
             f"{sharding.sharding_table(abstract, self.state_shardings)}", flush=True)
 
   def meta(self) -> dict[str, Any]:
-    return {"config": ckpt_lib.config_json(self.config), "tokenizer": self.tokenizer.to_json()}
+    return {"config": ckpt_lib.config_json(self.config),
+            "tokenizer": self.tokenizer.to_json() if self.tokenizer is not None else None}
 
   # ---------------------------------------------------------------- train
   def train(self, guard: PreemptionGuard | None = None) -> dict[str, float]:
