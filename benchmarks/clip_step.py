@@ -1,6 +1,11 @@
-"""CLIP train-step throughput and MFU for one fixed small config (the open_clip anchor's model).
+"""CLIP train-step throughput and MFU for one fixed small config (the open_clip anchor's model), or ViT-B/16.
 
   python benchmarks/clip_step.py [--batch 64] [--steps 20] [--warmup 3]
+  python benchmarks/clip_step.py --preset vit_b16 --dtype bfloat16 [--remat dots] --batch 256   (GPU/TPU)
+
+Presets: "anchor" (below) and "vit_b16", OpenCLIP's ViT-B-16 (image 224, patch 16, width 768, 12 layers, 12 heads;
+text 77 tokens, vocab 49408, width 512, 12 layers, 8 heads; embed 512; 149,620,737 parameters). --dtype sets the
+compute dtype (parameters stay float32) and the dtype of the peak matmul; --remat the per-block remat policy.
 
 Model: ViT image 64, patch 8, width 256, depth 4, 4 heads, MLP 4x; text context 32, vocab 1024, width 256, depth 4,
 4 heads; embed 256 (6,787,073 parameters, as ../shared/bench/openclip_anchor.py); AdamW(1e-4, (0.9, 0.98), 1e-6,
@@ -32,6 +37,10 @@ from mmjax.train import optim  # noqa: E402
 from mmjax.train.state import TrainState  # noqa: E402
 from mmjax.train.step import make_train_step  # noqa: E402
 
+VIT_B16 = dict(
+    name="clip", embed_dim=512,
+    vision=dict(image_size=224, patch_size=16, width=768, depth=12, num_heads=12, mlp_ratio=4.0, pool="cls"),
+    text=dict(vocab_size=49408, context_length=77, width=512, depth=12, num_heads=8, mlp_ratio=4.0))
 MODEL = dict(
     name="clip", embed_dim=256,
     vision=dict(image_size=64, patch_size=8, width=256, depth=4, num_heads=4, mlp_ratio=4.0, pool="cls"),
@@ -41,9 +50,9 @@ OPTIM = dict(name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1,
              no_decay_regex=r"(bias|scale|logit_scale|logit_bias)$")
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
-  """Best-of-`reps` f32 n x n matmul rate: the CPU/GPU "100 %" for MFU."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+def matmul_peak_gflops(n: int = 2048, reps: int = 10, dtype=jnp.float32) -> float:
+  """Best-of-`reps` n x n matmul rate in `dtype`: the CPU/GPU "100 %" for MFU."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   best = float("inf")
@@ -59,16 +68,21 @@ def main() -> None:
   ap.add_argument("--batch", type=int, default=64)
   ap.add_argument("--steps", type=int, default=20)
   ap.add_argument("--warmup", type=int, default=3)
+  ap.add_argument("--preset", choices=("anchor", "vit_b16"), default="anchor")
+  ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  ap.add_argument("--remat", choices=("none", "full", "dots", "dots_no_batch"), default="none")
   args = ap.parse_args()
 
-  model_cfg = ml_collections.ConfigDict(MODEL)
+  model_cfg = ml_collections.ConfigDict(dict(MODEL if args.preset == "anchor" else VIT_B16, dtype=args.dtype,
+                                             remat=args.remat))
+  size, ctx, vocab = model_cfg.vision.image_size, model_cfg.text.context_length, model_cfg.text.vocab_size
   model = build_model(model_cfg)
   objective = get_objective("clip")
   tx, schedule = optim.make_optimizer(ml_collections.ConfigDict(OPTIM), total_steps=args.steps + args.warmup)
   rng = np.random.default_rng(0)
   b = args.batch
-  batch = {"image": jnp.asarray(rng.standard_normal((b, 64, 64, 3), np.float32)),
-           "tokens": jnp.asarray(rng.integers(1, 1024, (b, 32)).astype(np.int32))}
+  batch = {"image": jnp.asarray(rng.standard_normal((b, size, size, 3), np.float32)),
+           "tokens": jnp.asarray(rng.integers(1, vocab, (b, ctx)).astype(np.int32))}
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]
   n_params = sum(x.size for x in jax.tree.leaves(params))
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
@@ -86,14 +100,14 @@ def main() -> None:
     jax.block_until_ready(state)  # per-step times; the loop itself never blocks
     times.append(time.perf_counter() - ts)
   elapsed = time.perf_counter() - t0
-  peak = matmul_peak_gflops()
+  peak = matmul_peak_gflops(n=2048 if jax.default_backend() == "cpu" else 8192, dtype=jnp.dtype(args.dtype))
 
   flops = clip_flops_per_step(model_cfg, b)
   step_s = elapsed / args.steps
   gflops = flops / step_s / 1e9
   times.sort()
   print(json.dumps({
-      "system": "mmjax", "jax": jax.__version__, "backend": jax.default_backend(),
+      "system": "mmjax", "preset": args.preset, "dtype": args.dtype, "remat": args.remat, "jax": jax.__version__, "backend": jax.default_backend(),
       "device": jax.devices()[0].device_kind, "machine": platform.machine(), "params": int(n_params),
       "batch": b, "steps": args.steps, "warmup": args.warmup,
       "samples_per_s": round(b * args.steps / elapsed, 2), "step_ms": round(1000 * step_s, 2),

@@ -5,13 +5,14 @@
 
 What is measured: the jitted `jax.value_and_grad` (w.r.t. zimg, ztxt, logit_scale and, for SigLIP, logit_bias) of
   clip_naive    mmjax.objectives.contrastive.clip_loss           (full [B, B] logits)
-  clip_chunked  mmjax.objectives.contrastive_sharded.chunked_clip_loss(chunk_size=--chunk_size)
+  clip_chunked  mmjax.objectives.contrastive_sharded.chunked_clip_loss(chunk_size=--chunk_size) (all-gather)
+  clip_ring     mmjax.objectives.contrastive_sharded.ring_clip_loss(chunk_size=--chunk_size) (custom VJP)
   siglip_naive  mmjax.objectives.contrastive.siglip_loss         (full [B, B] logits)
   siglip_ring   mmjax.objectives.contrastive_sharded.ring_siglip_loss(chunk_size=--chunk_size) (custom VJP)
 at global batch B, embedding dim d = 512, float32, on 8 simulated CPU devices (XLA_FLAGS=
 --xla_force_host_platform_device_count=8) with the mesh make_mesh({"data": -1, "fsdp": 1}). The inputs are random
 L2-normalised [B, 512] rows made inside a jitted function whose out_shardings are NamedSharding(P(("data", "fsdp"))),
-so no host copy of B x d is made. Time: compile once, then the best of 3 runs (block_until_ready).
+so no host copy of B x d is made. Time: compile once, run once, then the best of --repeats runs (block_until_ready).
 
 Each (method, batch) runs in its own subprocess (this script re-invoked with `--one method=... batch=...`) so its
 peak RSS belongs to that measurement alone. Reported: peak_rss_mib = getrusage(RUSAGE_SELF).ru_maxrss of the child,
@@ -40,7 +41,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ("clip_naive", "clip_chunked", "siglip_naive", "siglip_ring")
+METHODS = ("clip_naive", "clip_chunked", "clip_ring", "siglip_naive", "siglip_ring")
 DIM = 512
 DEVICES = 8
 
@@ -53,7 +54,7 @@ def _rss_mib_now() -> float:
   return float("nan")
 
 
-def run_one(method: str, batch: int, chunk_size: int) -> dict:
+def run_one(method: str, batch: int, chunk_size: int, repeats: int = 3) -> dict:
   """Child: one measurement. XLA_FLAGS is set by the parent before jax is imported here."""
   sys.path.insert(0, ROOT)
   import jax
@@ -61,7 +62,7 @@ def run_one(method: str, batch: int, chunk_size: int) -> dict:
   from jax.sharding import NamedSharding, PartitionSpec as P
 
   from mmjax.objectives.contrastive import clip_loss, siglip_loss
-  from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_siglip_loss
+  from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_clip_loss, ring_siglip_loss
   from mmjax.train.sharding import make_mesh
 
   devices = jax.devices()
@@ -89,6 +90,9 @@ def run_one(method: str, batch: int, chunk_size: int) -> dict:
   elif method == "clip_chunked":
     fn = lambda zi, zt, t: chunked_clip_loss(zi, zt, t, mesh=mesh, chunk_size=chunk_size)[0]
     args = (zimg, ztxt, scale)
+  elif method == "clip_ring":
+    fn = lambda zi, zt, t: ring_clip_loss(zi, zt, t, mesh=mesh, chunk_size=chunk_size)[0]
+    args = (zimg, ztxt, scale)
   elif method == "siglip_naive":
     fn = lambda zi, zt, t, b: siglip_loss(zi, zt, t, b)[0]
     args = (zimg, ztxt, scale, bias)
@@ -100,10 +104,11 @@ def run_one(method: str, batch: int, chunk_size: int) -> dict:
 
   step = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(args)))))
   compiled = step.lower(*args).compile()
+  t0 = time.perf_counter()
   out = compiled(*args)
   jax.block_until_ready(out)
-  best = float("inf")
-  for _ in range(3):
+  best = time.perf_counter() - t0 if repeats == 0 else float("inf")   # --repeats 0: the first run's time
+  for _ in range(repeats):
     t0 = time.perf_counter()
     out = compiled(*args)
     jax.block_until_ready(out)
@@ -111,7 +116,7 @@ def run_one(method: str, batch: int, chunk_size: int) -> dict:
   loss = float(out[0])
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0          # KiB on Linux
   return {"method": method, "batch": batch, "dim": DIM, "devices": len(devices),
-          **({"chunk_size": chunk_size} if method in ("clip_chunked", "siglip_ring") else {}),
+          **({"chunk_size": chunk_size} if method not in ("clip_naive", "siglip_naive") else {}),
           "peak_rss_mib": round(peak, 1), "baseline_rss_mib": round(baseline, 1),
           "rss_over_baseline_mib": round(peak - baseline, 1), "ms": round(best * 1e3, 2),
           "loss": round(loss, 6)}
@@ -134,7 +139,7 @@ def spawn(method: str, batch: int, args) -> dict:
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}").strip()
   env["JAX_PLATFORMS"] = "cpu"
   cmd = [sys.executable, os.path.abspath(__file__), "--one", f"method={method}", f"batch={batch}",
-         "--chunk_size", str(args.chunk_size)]
+         "--chunk_size", str(args.chunk_size), "--repeats", str(args.repeats)]
   base = {"method": method, "batch": batch, "dim": DIM, "devices": DEVICES}
   limit_kib = int(args.max_rss_gib * 1024 * 1024)
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -166,7 +171,8 @@ def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--batches", default="4096,16384,32768")
   ap.add_argument("--methods", default="all", help=f"'all' or a comma list of {METHODS}")
-  ap.add_argument("--chunk_size", type=int, default=1024, help="column chunk of clip_chunked and siglip_ring")
+  ap.add_argument("--chunk_size", type=int, default=1024, help="column chunk of the sharded methods")
+  ap.add_argument("--repeats", type=int, default=3, help="timed runs after the first (best is reported)")
   ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child")
   ap.add_argument("--max_rss_gib", type=float, default=12.0, help="kill a child whose RSS exceeds this")
   ap.add_argument("--one", nargs=2, metavar=("method=M", "batch=B"), help=argparse.SUPPRESS)
@@ -174,7 +180,7 @@ def main() -> None:
 
   if args.one:
     kv = dict(a.split("=", 1) for a in args.one)
-    print(json.dumps(run_one(kv["method"], int(kv["batch"]), args.chunk_size)), flush=True)
+    print(json.dumps(run_one(kv["method"], int(kv["batch"]), args.chunk_size, args.repeats)), flush=True)
     return
 
   methods = METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(","))

@@ -161,21 +161,28 @@ def _sig_forward_block(zi, txt, rows, cols, scale, bias, chunk, i_best, i_arg, a
   return total, i_best, i_arg, rmax.reshape(-1), rarg.reshape(-1)
 
 
-def _sig_backward_block(zi, txt, rows, cols, scale, bias, chunk, g, axes):
-  """Gradients of one ring step's loss sum (times g) -> (d zi [b, E], d txt [b, E], d scale, d bias)."""
-  def body(carry, inp):
-    dzi, dscale, dbias = carry
-    tc, cc = inp
+def _chunk_size(b: int, chunk: int | None, what: str) -> int:
+  c = b if chunk is None or chunk >= b else chunk
+  if b % c:
+    raise MmjaxError(f"{what}: chunk_size {chunk} does not divide the per-device batch {b}")
+  return c
+
+
+def _sig_backward_block(zi, txt, rows, cols, scale, bias, chunk, g, acc):
+  """Adds the gradients of one ring step's loss sum (times g) to acc = (d zi [b, E], d txt [b, E], d scale,
+  d bias), chunk by chunk, updating d txt in place (no stacked copy)."""
+  c = _chunk_size(txt.shape[0], chunk, "ring_siglip_loss")
+
+  def body(j, acc):
+    dzi, dtxt, dscale, dbias = acc
+    tc, cc = jax.lax.dynamic_slice_in_dim(txt, j * c, c), jax.lax.dynamic_slice_in_dim(cols, j * c, c)
     logits, labels = _sig_logits(zi, tc, rows, cc, scale, bias)
     dl = -g * labels * jax.nn.sigmoid(-labels * logits)                 # d/dl of -log sigmoid(y l) = -y sigmoid(-y l)
-    dzi = dzi + scale * dl @ tc
-    dscale = dscale + jnp.sum(dl * (logits - bias)) / scale
-    return (dzi, dscale, dbias + jnp.sum(dl)), scale * dl.T @ zi           # d tc [c, E]
+    dtc = jax.lax.dynamic_slice_in_dim(dtxt, j * c, c) + scale * dl.T @ zi
+    return (dzi + scale * dl @ tc, jax.lax.dynamic_update_slice_in_dim(dtxt, dtc, j * c, 0),
+            dscale + jnp.sum(dl * (logits - bias)) / scale, dbias + jnp.sum(dl))
 
-  zero = jnp.zeros((), zi.dtype)
-  init = _vary((jnp.zeros_like(zi), zero, zero), axes)
-  (dzi, dscale, dbias), dtxt = jax.lax.scan(body, init, _sig_chunks(txt, cols, chunk))
-  return dzi, dtxt.reshape(txt.shape), dscale, dbias
+  return jax.lax.fori_loop(0, txt.shape[0] // c, body, acc)
 
 
 def _ring_siglip_local(axes: tuple[str, ...], n: int, chunk: int | None):
@@ -225,9 +232,10 @@ def _ring_siglip_local(axes: tuple[str, ...], n: int, chunk: int | None):
     def step(k, carry):
       dzi, dscale, dbias, txt, dtxt = carry
       cols = ((me - k) % n) * b + jnp.arange(b)
-      dz, dt, ds, db = _sig_backward_block(zi, txt, rows, cols, scale, bias, chunk, g, axes)
-      txt, dtxt = jax.lax.ppermute((txt, dtxt + dt), axes, ring)        # the n-th hop brings dtxt home
-      return dzi + dz, dscale + ds, dbias + db, txt, dtxt
+      dzi, dtxt, dscale, dbias = _sig_backward_block(zi, txt, rows, cols, scale, bias, chunk, g,
+                                                     (dzi, dtxt, dscale, dbias))
+      txt, dtxt = jax.lax.ppermute((txt, dtxt), axes, ring)             # the n-th hop brings dtxt home
+      return dzi, dscale, dbias, txt, dtxt
 
     init = _vary((jnp.zeros_like(zi), jnp.zeros_like(scale), jnp.zeros_like(bias), zt, jnp.zeros_like(zt)), axes)
     dzi, dscale, dbias, _, dtxt = jax.lax.fori_loop(0, n, step, init)
@@ -291,23 +299,24 @@ def _clip_forward_block(zi, txt, rows, cols, scale, chunk, m, s, i_best, i_arg, 
   return m, s, i_best, i_arg, lse.reshape(-1), cmax.reshape(-1), carg.reshape(-1)
 
 
-def _clip_backward_block(zi, txt, col_lse, row_lse, rows, cols, scale, chunk, g_row, g_col, axes):
-  """Gradients of one ring step: dL/dl_ij = g_row (softmax_row_ij - [i = j]) + g_col (softmax_col_ij - [i = j])
-  (softmax over texts of image i, and over images of text j: exp(l_ij - lse)).
-  -> (d zi [b, E], d txt [b, E], d scale)."""
-  def body(carry, inp):
-    dzi, dscale = carry
-    tc, cc, lse_c = inp
+def _clip_backward_block(zi, txt, col_lse, row_lse, rows, cols, scale, chunk, g_row, g_col, acc):
+  """Adds one ring step's gradients to acc = (d zi [b, E], d txt [b, E], d scale), chunk by chunk:
+  dL/dl_ij = g_row (softmax_row_ij - [i = j]) + g_col (softmax_col_ij - [i = j]) (softmax over the texts of
+  image i, and over the images of text j: exp(l_ij - lse))."""
+  c = _chunk_size(txt.shape[0], chunk, "ring_clip_loss")
+
+  def body(j, acc):
+    dzi, dtxt, dscale = acc
+    tc, cc = jax.lax.dynamic_slice_in_dim(txt, j * c, c), jax.lax.dynamic_slice_in_dim(cols, j * c, c)
+    lse_c = jax.lax.dynamic_slice_in_dim(col_lse, j * c, c)
     logits = scale * zi @ tc.T
     eye = (rows[:, None] == cc[None, :]).astype(logits.dtype)
     dl = g_row * (jnp.exp(logits - row_lse[:, None]) - eye) + g_col * (jnp.exp(logits - lse_c[None, :]) - eye)
-    return (dzi + scale * dl @ tc, dscale + jnp.sum(dl * logits) / scale), scale * dl.T @ zi
+    dtc = jax.lax.dynamic_slice_in_dim(dtxt, j * c, c) + scale * dl.T @ zi
+    return (dzi + scale * dl @ tc, jax.lax.dynamic_update_slice_in_dim(dtxt, dtc, j * c, 0),
+            dscale + jnp.sum(dl * logits) / scale)
 
-  tcs, ccs = _sig_chunks(txt, cols, chunk)
-  lses = col_lse.reshape(ccs.shape)
-  init = _vary((jnp.zeros_like(zi), jnp.zeros((), zi.dtype)), axes)
-  (dzi, dscale), dtxt = jax.lax.scan(body, init, (tcs, ccs, lses))
-  return dzi, dtxt.reshape(txt.shape), dscale
+  return jax.lax.fori_loop(0, txt.shape[0] // c, body, acc)
 
 
 def _ring_clip_local(axes: tuple[str, ...], n: int, chunk: int | None):
@@ -361,10 +370,10 @@ def _ring_clip_local(axes: tuple[str, ...], n: int, chunk: int | None):
     def step(k, carry):
       dzi, dscale, txt, t_lse, dtxt = carry
       cols = ((me - k) % n) * b + jnp.arange(b)
-      dz, dt, ds = _clip_backward_block(zi, txt, t_lse, row_lse, rows, cols, scale, chunk, g_row, g_col,
-                                        axes)
-      txt, t_lse, dtxt = jax.lax.ppermute((txt, t_lse, dtxt + dt), axes, ring)
-      return dzi + dz, dscale + ds, txt, t_lse, dtxt
+      dzi, dtxt, dscale = _clip_backward_block(zi, txt, t_lse, row_lse, rows, cols, scale, chunk, g_row, g_col,
+                                               (dzi, dtxt, dscale))
+      txt, t_lse, dtxt = jax.lax.ppermute((txt, t_lse, dtxt), axes, ring)
+      return dzi, dscale, txt, t_lse, dtxt
 
     init = _vary((jnp.zeros_like(zi), jnp.zeros_like(scale), zt, col_lse, jnp.zeros_like(zt)), axes)
     dzi, dscale, _, _, dtxt = jax.lax.fori_loop(0, n, step, init)
