@@ -61,7 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
       zero_shot=True, retrieval=True, num_examples=1000, batch_size=250,
       zero_shot_data="",            # a prepared classification data set for zero-shot (e.g. "cifar10_test")
       # "linear_probe" (evals/linear_probe.py): label tasks, probe-train size (probe-test: num_examples), method
-      # ("logreg" | "ridge"), the two splits, or a prepared classification data set split i % 5 == 4 -> test.
+      # ("logreg" | "ridge"), the two splits, or a prepared classification data set (probe_data, e.g. "cifar10_test":
+      # per class, the first half of the images by file name -> probe-train, the second -> probe-test).
       probe_tasks="shape,colour", probe_train_examples=1000, probe_method="logreg", probe_splits="train,test",
       probe_data="",
       recon_images=8))              # "reconstruction" (evals/masked_evals.py): images in the PNG grid

@@ -14,10 +14,22 @@ the held-out examples get weight 0).
 Evaluator "linear_probe" (config keys under `evals`): features from `model.encode_image` (any model with one:
 MAE, M3AE, CLIP) of `probe_train_examples` examples of the first split in `probe_splits` ("train,test") and
 `num_examples` of the second; one probe per label task in `probe_tasks` ("shape,colour": the label arrays of
-the batches, [N, S] -> the first object's label; "label" for classification data sets). With `probe_data` set
-to a prepared classification data set of `clip_evals.ZERO_SHOT_DATA` (e.g. "cifar10_test"), its images are
-split instead: example i goes to probe-test when i % 5 == 4, else to probe-train. Results: "linear_probe/<task>"
-(top-1 accuracy in percent on probe-test) and "linear_probe/<task>_l2" (the chosen l2).
+the batches, [N, S] -> the first object's label; "label" for classification data sets).
+
+With `probe_data` set to a prepared classification data set of PROBE_DATA (e.g. "cifar10_test": the 10,000
+CIFAR-10 test images, 1,000 per class), that data set is split by a fixed, class-balanced rule instead
+(`class_halves`): within each class the examples are sorted by `image_id` (CIFAR: "test/<class>/NNNN.jpg"), the
+first floor(n_c / 2) go to probe-train and the rest to probe-test (CIFAR-10: NNNN 0000-0499 -> probe-train,
+0500-0999 -> probe-test, 5,000 each); both halves are ordered by (rank within the class's half, label): the first
+k examples (`probe_train_examples` caps probe-train; the l2 is picked on its last 20 %) stay class-balanced.
+Probe-test is the whole second half (`num_examples` does not apply: it sizes the run's own test data). Images
+(CIFAR: 32 px) are resized to the model's `vision.image_size` (else `data.image_size`) with PIL's bicubic filter
+(`image_text.resize`, as the zero-shot eval) and mapped to [-1, 1] as the training pipeline does. Raw files: the
+data set's default manual dir (`$MMJAX_RAW_DATA/<folder>` or ../shared/data/<folder>; generated ones under
+`data.fake_raw`), built into `data.data_dir`.
+
+Results: "linear_probe/<task>" (top-1 accuracy in percent on probe-test), "linear_probe/<task>_l2" (the chosen
+l2) and "linear_probe/train_examples", "linear_probe/test_examples" (the probe's sizes).
 """
 from __future__ import annotations
 
@@ -153,34 +165,100 @@ def _cache_key(ctx, *parts) -> str:
   return hashlib.sha1("|".join([cfg.data.to_json_best_effort(), *map(str, parts)]).encode()).hexdigest()
 
 
+# Prepared classification data sets usable as `evals.probe_data`: name -> the split that is cut in two.
+PROBE_DATA = {"cifar10_test": "test"}
+
+
+def class_halves(image_ids, labels) -> tuple[np.ndarray, np.ndarray]:
+  """The fixed probe split of a labelled set (see the module docstring): (probe-train, probe-test) indices.
+
+  Within each class the examples are ranked by image_id; ranks < floor(n_c / 2) -> probe-train, the rest ->
+  probe-test; each half ordered by (rank within the class's half, label)."""
+  labels = np.asarray(labels).astype(np.int64)
+  ids = np.asarray([i.decode() if isinstance(i, bytes) else str(i) for i in image_ids])
+  if len(set(ids.tolist())) != len(ids):
+    raise MmjaxError("linear_probe: the probe data set has repeated image_ids; the class-halves split needs "
+                     "unique ones")
+  rank, half = np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    members = members[np.argsort(ids[members], kind="stable")]
+    r, cut = np.arange(len(members)), len(members) // 2
+    half[members] = r >= cut
+    rank[members] = np.where(r >= cut, r - cut, r)
+  out = []
+  for in_test in (False, True):
+    idx = np.flatnonzero(half == in_test)
+    out.append(idx[np.lexsort((labels[idx], rank[idx]))])
+  return out[0], out[1]
+
+
+def probe_image_size(cfg) -> int:
+  """The model's input size (model.vision.image_size), else data.image_size."""
+  vision = cfg.model.get("vision") if hasattr(cfg.model, "get") else None
+  if vision is not None and "image_size" in vision:
+    return int(vision["image_size"])
+  return int(cfg.data.image_size)
+
+
+def probe_data_arrays(ctx, name: str) -> tuple[dict, dict]:
+  """(probe-train, probe-test) of the prepared data set `name` split by `class_halves`: `image` uint8
+  [N, S, S, 3] resized to `probe_image_size`, `label` int64 [N], `image_id` str [N] (cached per process)."""
+  import ml_collections
+  from mmjax.data import image_text
+  if name not in PROBE_DATA:
+    raise MmjaxError(f"evals.probe_data={name!r} is not a probe data set; use one of "
+                     f"{', '.join(sorted(PROBE_DATA))} or ''")
+  cfg = ctx.config
+  b = image_text.prepared(ml_collections.ConfigDict(dict(
+      name=name, data_dir=cfg.data.get("data_dir", ""), fake_raw=cfg.data.get("fake_raw", 0))))
+  size = probe_image_size(cfg)
+  key = f"probe_data:{name}:{b.data_dir}:{size}"
+  if key not in ctx.cache:
+    src = b.as_data_source(PROBE_DATA[name])
+    examples = [src[i] for i in range(len(src))]
+    images = np.stack([image_text.resize(np.asarray(e["image"]), size) for e in examples]).astype(np.uint8)
+    labels = np.asarray([int(e["label"]) for e in examples], np.int64)
+    ids = np.asarray([e["image_id"].decode() if isinstance(e["image_id"], bytes) else str(e["image_id"])
+                      for e in examples])
+    ctx.cache[key] = tuple({"image": images[i], "label": labels[i], "image_id": ids[i]}
+                           for i in class_halves(ids, labels))
+  return ctx.cache[key]
+
+
 def probe_arrays(ctx) -> tuple[dict, dict]:
-  """(probe-train, probe-test) dicts with `image` float32 [N, H, W, 3] and label arrays (cached per process)."""
+  """(probe-train, probe-test) dicts with `image` [N, H, W, 3] (float32 in [-1, 1], or uint8 for `probe_data`)
+  and label arrays (cached per process)."""
   cfg, ev = ctx.config, ctx.config.evals
   data_name = ev.get("probe_data", "")
-  splits = [s.strip() for s in str(ev.get("probe_splits", "train,test")).split(",")]
   n_train, n_test = int(ev.get("probe_train_examples", 1000)), int(ev.num_examples)
-  key = _cache_key(ctx, "probe", data_name, splits, n_train, n_test)
+  if data_name:
+    train, test = probe_data_arrays(ctx, data_name)
+    return {k: v[:n_train] for k, v in train.items()}, test
+  splits = [s.strip() for s in str(ev.get("probe_splits", "train,test")).split(",")]
+  key = _cache_key(ctx, "probe", splits, n_train, n_test)
   if key in ctx.cache:
     return ctx.cache[key]
-  if data_name:
-    from mmjax.evals import clip_evals
-    images, labels, _ = clip_evals._zero_shot_data_arrays(ctx, data_name)
-    test = np.arange(len(images)) % 5 == 4
-    out = ({"image": images[~test][:n_train], "label": labels[~test][:n_train]},
-           {"image": images[test][:n_test], "label": labels[test][:n_test]})
-  else:
-    if len(splits) != 2:
-      raise MmjaxError(f"evals.probe_splits={ev.probe_splits!r} must name two splits, e.g. 'train,test'")
-    out = tuple(pipeline.make_eval_arrays(cfg.data, ctx.tokenizer, n, split=s)
-                for n, s in ((n_train, splits[0]), (n_test, splits[1])))
+  if len(splits) != 2:
+    raise MmjaxError(f"evals.probe_splits={ev.probe_splits!r} must name two splits, e.g. 'train,test'")
+  out = tuple(pipeline.make_eval_arrays(cfg.data, ctx.tokenizer, n, split=s)
+              for n, s in ((n_train, splits[0]), (n_test, splits[1])))
   ctx.cache[key] = out
   return out
 
 
+def to_model_range(images: jax.Array) -> jax.Array:
+  """uint8 images -> float32 x / 127.5 - 1 (as data/pipeline.py); float images pass through."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) * jnp.float32(1 / 127.5) - jnp.float32(1.0)
+  return images
+
+
 def image_features(params, ctx, images: np.ndarray) -> np.ndarray:
-  """`model.encode_image` of images [N, H, W, 3] in batches of evals.batch_size -> float32 [N, D]."""
+  """`model.encode_image` of images [N, H, W, 3] (float in [-1, 1] or uint8) in batches of evals.batch_size ->
+  float32 [N, D]."""
   from mmjax.evals.clip_evals import batched_apply
-  fn = jax.jit(lambda p, x: ctx.model.apply({"params": p}, x, method="encode_image"))
+  fn = jax.jit(lambda p, x: ctx.model.apply({"params": p}, to_model_range(x), method="encode_image"))
   bs = min(int(ctx.config.evals.batch_size), len(images))
   return np.asarray(batched_apply(fn, params, images, bs), np.float32)
 
@@ -197,4 +275,5 @@ def linear_probe_eval(params, ctx) -> dict[str, float]:
                      method=str(ev.get("probe_method", "logreg")))
     results[f"linear_probe/{task}"] = 100.0 * r["accuracy"]
     results[f"linear_probe/{task}_l2"] = r["l2"]
+  results["linear_probe/train_examples"], results["linear_probe/test_examples"] = len(ftr), len(fte)
   return results
