@@ -1,0 +1,119 @@
+"""experiments/reports/avmnist.py: its pure pieces against independent references (per-class counts of the stratified
+subset, an index-by-index early-fusion input, a closed-form parameter count, the CNN token grid and the pooled
+output it must average to), and a `--quick` run end to end on the builder's fake raw data (no ../shared/data)."""
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax.data.builders import avmnist
+from mmjax.encoders.cnn import CNNEncoder
+from mmjax.models import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location("avmnist_report", os.path.join(ROOT, "experiments", "reports",
+                                                                              "avmnist.py"))
+report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report)
+
+
+def test_stratified_subset_counts_per_class():
+  labels = np.repeat(np.arange(5), [10, 10, 10, 10, 2])        # class 4 has only 2 examples
+  idx = report.stratified_subset(labels, 22, seed=3)
+  assert len(idx) == 22 and len(set(idx.tolist())) == 22 and np.all(np.diff(idx) > 0)
+  counts = np.bincount(labels[idx], minlength=5)
+  assert counts[4] == 2                                         # all of the small class
+  assert sorted(counts[:4].tolist()) == [5, 5, 5, 5]           # the other 20 spread evenly
+  np.testing.assert_array_equal(idx, report.stratified_subset(labels, 22, seed=3))
+  assert not np.array_equal(idx, report.stratified_subset(labels, 22, seed=4))
+  np.testing.assert_array_equal(report.stratified_subset(labels, 100, seed=0), np.arange(len(labels)))
+
+
+def test_early_fusion_input_is_the_flattened_concatenation():
+  rng = np.random.default_rng(0)
+  split = {"image": rng.normal(size=(3, 4, 5, 1)).astype(np.float32),
+           "audio": rng.normal(size=(3, 6, 7)).astype(np.float32)}
+  views = report.flat_views(split)
+  cfg = report.METHODS["early (flattened inputs, MLP)"]
+  model = build_model(dict(name="fusion_classifier", num_classes=10, **cfg))
+  xs = [views[m] for m in model.modalities]
+  params = model.init(jax.random.PRNGKey(0), *xs)["params"]
+  _, fused = model.apply({"params": params}, *xs, return_fused=True)
+  want = np.zeros((3, 20 + 42), np.float32)                    # built index by index
+  for n in range(3):
+    for i in range(4):
+      for j in range(5):
+        want[n, i * 5 + j] = split["image"][n, i, j, 0]
+    for t in range(6):
+      for f in range(7):
+        want[n, 20 + t * 7 + f] = split["audio"][n, t, f]
+  np.testing.assert_array_equal(np.asarray(fused), want)
+
+
+def test_unimodal_parameter_count_closed_form():
+  cfg = report.METHODS["image only"]
+  model = build_model(dict(name="fusion_classifier", num_classes=10, **cfg))
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))["params"]   # shapes only
+  enc = cfg["encoders"]["image"]
+  want, c_in = 0, 1
+  for c in enc["channels"]:
+    want += 3 * 3 * c_in * c + c + (2 * c if enc["group_norm"] else 0)   # conv kernel + bias (+ GN scale, bias)
+    c_in = c
+  for width in cfg["head_hidden"]:
+    want += c_in * width + width
+    c_in = width
+  want += c_in * 10 + 10
+  assert report.count_params(params) == want
+
+
+@pytest.mark.parametrize("hw", [(28, 28), (38, 32), (5, 9)])
+def test_cnn_tokens_grid_and_mean_equals_pooled(hw):
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, *hw, 1))
+  pooled_enc, token_enc = CNNEncoder(channels=(4, 8, 8)), CNNEncoder(channels=(4, 8, 8), tokens=True)
+  variables = pooled_enc.init(jax.random.PRNGKey(0), x)
+  tokens = token_enc.apply(variables, x)
+  h, w = report.cnn_grid(hw, 3)
+  chex.assert_shape(tokens, (2, h * w, 8))
+  np.testing.assert_allclose(np.asarray(tokens).mean(axis=1), np.asarray(pooled_enc.apply(variables, x)),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_fmt_is_mean_and_population_std_in_percent():
+  assert report.fmt([0.5, 0.7]) == "60.0 ± 10.0"
+  assert report.fmt([0.25]) == "25.0 ± 0.0"
+
+
+def test_quick_run_on_fake_raw_data(tmp_path, monkeypatch):
+  root = avmnist.AvMnist.make_fake_raw(tmp_path / "raw", n=40)
+  out = tmp_path / "tables"
+  methods = ["late (weighted concat)"]
+  # one-stage CNNs: the same pipeline with a fraction of the compilation time
+  small = dict(report.METHODS[methods[0]], encoders={m: {"name": "cnn", "channels": (4,)} for m in ("image", "audio")})
+  monkeypatch.setitem(report.METHODS, methods[0], small)
+  monkeypatch.setattr(report, "CHUNK", report.CHUNK)       # --quick changes it
+  report.build.cache_clear()
+  report.main(["--quick", "--manual_dir", str(root), "--data_dir", str(tmp_path / "tfds"), "--out_dir", str(out),
+               "--snr_db", "10", "--methods", *methods])
+  md = (out / "avmnist.md").read_text().splitlines()
+  assert md[0].startswith("<!-- generated by: .venv/bin/python experiments/reports/avmnist.py --quick")
+  assert datetime.date.today().isoformat() in md[0]
+  assert sum(line.startswith("| late (weighted concat) |") for line in md) == 4   # accuracy, dev curve, 2 noise rows
+  res = json.loads((out / "avmnist.json").read_text())
+  assert res["sizes"] == {"train": 36, "dev": 4, "test": 40, "robust": 40}
+  assert res["snr_db"] == 10.0 and res["calibration"] is None
+  for m in methods:
+    (run,) = res["results"][m]
+    assert 0.0 <= run["acc"] <= 1.0 and run["best_epoch"] == 1
+    for mod in ("image", "audio"):
+      assert len(run["curves"][mod]) == 11 and all(0.0 <= a <= 1.0 for a in run["curves"][mod])
+  for mod in ("image", "audio"):
+    assert (out / "figures" / f"avmnist_robustness_{mod}.png").stat().st_size > 1000
+  report.build.cache_clear()
