@@ -50,6 +50,7 @@ def _import_evaluators() -> None:
   import mmjax.evals.clip_evals  # noqa: F401  (registers "clip")
   import mmjax.evals.linear_probe  # noqa: F401  (registers "linear_probe")
   import mmjax.evals.masked_evals  # noqa: F401  (registers "masked", "reconstruction")
+  import mmjax.evals.captioning  # noqa: F401  (registers "captioning")
 
 
 def _names(names: str) -> list[str]:

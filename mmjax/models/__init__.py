@@ -14,6 +14,7 @@ from mmjax.models.m3ae import M3AE  # registers "m3ae"
 from mmjax.models.mae import MAE  # registers "mae"
 from mmjax.models.mlm import MaskedLM  # registers "mlm"
 from mmjax.models.fusion_classifier import FusionClassifier  # registers "fusion_classifier"
+from mmjax.models.captioner import Captioner  # registers "captioner"
 from mmjax.registry import MODELS
 
 _NOT_CONFIG = ("parent", "name")
