@@ -66,9 +66,8 @@ def model_config(method: str, tiny: bool = False) -> dict:
 
 
 def get_config(arg: str | None = None):
-  items = [a.strip() for a in (arg or "").split(",") if a.strip()]
-  method = items.pop(0) if items and items[0] in METHODS else "lmf"
-  arg = config_lib.parse_arg(",".join(items))
+  method, rest = config_lib.split_method_arg(arg, METHODS, "lmf")
+  arg = config_lib.parse_arg(rest)
   c = config_lib.base_config()
   c.objective = "classify"
   c.batch_size = BATCH_SIZE

@@ -47,15 +47,8 @@ def model_config(method: str) -> dict:
   return dict(name="fusion_classifier", num_classes=2, dropout=0.2, **METHODS[method])
 
 
-def split_arg(arg: str | None, methods, default: str) -> tuple[str, str]:
-  """"lmf,runlocal" -> ("lmf", "runlocal"): a leading method name, then the usual config arguments."""
-  items = [a.strip() for a in (arg or "").split(",") if a.strip()]
-  method = items.pop(0) if items and items[0] in methods else default
-  return method, ",".join(items)
-
-
 def get_config(arg: str | None = None):
-  method, rest = split_arg(arg, METHODS, "lmf")
+  method, rest = config_lib.split_method_arg(arg, METHODS, "lmf")
   arg = config_lib.parse_arg(rest)
   c = config_lib.base_config()
   c.objective = "classify"

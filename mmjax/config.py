@@ -108,6 +108,14 @@ def parse_arg(arg: str | None, **defaults):
   return out
 
 
+def split_method_arg(arg: str | None, methods, default: str) -> tuple[str, str]:
+  """"lmf,runlocal" -> ("lmf", "runlocal"): an optional leading method name (one of `methods`, else `default`),
+  then the usual config arguments for `parse_arg` (configs with one variant per table row)."""
+  items = [a.strip() for a in (arg or "").split(",") if a.strip()]
+  method = items.pop(0) if items and items[0] in methods else default
+  return method, ",".join(items)
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config to seconds on a CPU (tests run every experiment like this for a step or two)."""
   c.total_steps, c.batch_size, c.log_every, c.checkpoint_every = 2, 8, 1, 2
@@ -121,11 +129,17 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def load_experiment(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """`get_config(arg)` of an experiment file by path (configs may build on a sibling: `load_experiment(
   os.path.join(os.path.dirname(__file__), "clip_shapes.py"), arg)`), wherever the process was started."""
-  import importlib.util
   import os
   if not os.path.exists(path):
     raise MmjaxError(f"config file {path!r} does not exist")
+  return load_experiment_module(path).get_config(arg)
+
+
+def load_experiment_module(path: str):
+  """The experiment file at `path` as a module (its tables of methods, model configs, ...)."""
+  import importlib.util
+  import os
   spec = importlib.util.spec_from_file_location(f"mmjax_experiment_{os.path.basename(path)[:-3]}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module

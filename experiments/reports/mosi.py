@@ -41,6 +41,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from mmjax import config as config_lib  # noqa: E402
 from mmjax.alignment import cca  # noqa: E402
 from mmjax.data import builders  # noqa: E402
 from mmjax.encoders.mlp import MLPEncoder  # noqa: E402
@@ -56,26 +57,13 @@ FIGURES = os.path.join(ROOT, "experiments", "tables", "figures")
 MODALITIES = ("text", "audio", "video")
 HELD_VIDEOS = 9
 
-MLP = lambda features=32: {"name": "mlp", "hidden": (64,), "features": features, "dropout": 0.2}
-# name -> FusionClassifier fields (num_classes=2, dropout=0.2 are added).
-METHODS = {
-    "text only": dict(modalities=("text",), fusion="early", encoders={"text": MLP()}, head_hidden=(32,)),
-    "audio only": dict(modalities=("audio",), fusion="early", encoders={"audio": MLP()}, head_hidden=(32,)),
-    "video only": dict(modalities=("video",), fusion="early", encoders={"video": MLP()}, head_hidden=(32,)),
-    "early (concat inputs)": dict(modalities=MODALITIES, fusion="early", head_hidden=(64, 32)),
-    "late (weighted concat)": dict(modalities=MODALITIES, fusion="late", fusion_kwargs={"mode": "concat"},
-                                   encoders={m: MLP() for m in MODALITIES}, head_hidden=(32,)),
-    "TFN": dict(modalities=MODALITIES, fusion="tfn", fusion_kwargs={"features": 32},
-                encoders={m: MLP(8) for m in MODALITIES}, head_hidden=(32,)),
-    "LMF (rank 4)": dict(modalities=MODALITIES, fusion="lmf", fusion_kwargs={"features": 32, "rank": 4},
-                         encoders={m: MLP() for m in MODALITIES}, head_hidden=(32,)),
-    "gated (GMU)": dict(modalities=MODALITIES, fusion="gmu", fusion_kwargs={"features": 32},
-                        encoders={m: MLP() for m in MODALITIES}, head_hidden=(32,)),
-    "MulT-style attention": dict(modalities=MODALITIES, fusion="mult",
-                                 fusion_kwargs={"width": 32, "num_heads": 4, "depth": 1, "self_depth": 1,
-                                                "tokens_per_vector": 4, "pool": "mean", "dropout": 0.1},
-                                 head_hidden=(32,)),
-}
+# display name -> FusionClassifier fields (num_classes=2, dropout=0.2 are added): the models of
+# experiments/mosi_fusion.py (the same runs through `python -m mmjax.main --config experiments/mosi_fusion.py:<key>`).
+_EXPERIMENT = config_lib.load_experiment_module(os.path.join(ROOT, "experiments", "mosi_fusion.py"))
+_NAMES = {"text": "text only", "audio": "audio only", "video": "video only", "early": "early (concat inputs)",
+          "late": "late (weighted concat)", "tfn": "TFN", "lmf": "LMF (rank 4)", "gated": "gated (GMU)",
+          "mult": "MulT-style attention"}
+METHODS = {_NAMES[key]: fields for key, fields in _EXPERIMENT.METHODS.items()}
 LATE = "late (weighted concat)"
 # MultiBench (Liang et al. 2021), CMU-MOSI binary accuracy (%), as listed in the `performance` table of
 # github.com/pliang279/MultiBench eval_scripts/robustness.py: EF and LF are the means of their GRU and Transformer
