@@ -12,7 +12,8 @@ cider_d: CIDEr-D (Vedantam et al. 2015, "CIDEr: Consensus-based Image Descriptio
   (coco-caption `CiderScorer`), the length is counted in bigrams (words - 1 for non-empty sentences).
 Sentences are lower-cased and split on whitespace (`tokenize`); punctuation stays attached to its word.
 
-Evaluator "captioning": greedy-decodes the eval images (`evals.num_examples` of the test split, jitted, in batches
+Evaluator "captioning": greedy- (`evals.caption_beam_size` 1) or beam-decodes (> 1, length penalty
+`evals.caption_alpha`) the eval images (`evals.num_examples` of the test split, jitted, in batches
 of `evals.batch_size`), scores the detokenised captions against every reference caption of each image
 ("captioning/bleu1".."bleu4", "captioning/cider"), on shapes also "captioning/exact_match" (the set of
 (size, colour, shape, position) objects read from the caption equals the image's) and per-attribute accuracies
@@ -34,7 +35,8 @@ from mmjax.errors import MmjaxError
 from mmjax.evals.runner import EVAL_KEYS
 from mmjax.registry import EVALUATORS
 
-EVAL_KEYS["captioning"] = {"caption_images": 8}   # images in captions.png
+# images in captions.png; beam size (1: greedy) and GNMT length-penalty alpha of the decoder
+EVAL_KEYS["captioning"] = {"caption_images": 8, "caption_beam_size": 1, "caption_alpha": 0.6}
 
 
 def tokenize(sentence: str) -> list[str]:
@@ -173,7 +175,7 @@ def shapes_attribute_scores(captions: Sequence[str], arrays: dict) -> dict[str, 
 # --------------------------------------------------------------------------------------------- evaluator
 @EVALUATORS.register("captioning")
 def captioning_eval(params, ctx) -> dict[str, float]:
-  from mmjax.decoding import caption_greedy
+  from mmjax.decoding import caption_beam, caption_greedy
   from mmjax.evals import plots
   from mmjax.evals.clip_evals import _eval_arrays, batched_apply
   cfg, model = ctx.config, ctx.model
@@ -183,9 +185,14 @@ def captioning_eval(params, ctx) -> dict[str, float]:
   arrays = _eval_arrays(ctx)
   images = arrays["image"]
   bs = min(int(cfg.evals.batch_size), len(images))
+  beam, alpha = int(cfg.evals.get("caption_beam_size", 1)), float(cfg.evals.get("caption_alpha", 0.6))
+  if beam < 1:
+    raise MmjaxError(f"evals.caption_beam_size={beam} must be >= 1 (1: greedy decoding)")
   cached = ctx.cache.get("captioning_fn")
-  if cached is None or cached[0] is not model:         # one compiled decoder per model object
-    cached = ctx.cache["captioning_fn"] = (model, jax.jit(lambda p, x: caption_greedy(model, p, x)))
+  if cached is None or cached[0][0] is not model or cached[0][1:] != (beam, alpha):   # per model and setting
+    decode = ((lambda p, x: caption_greedy(model, p, x)) if beam == 1 else
+              (lambda p, x: caption_beam(model, p, x, beam_size=beam, alpha=alpha)[0]))
+    cached = ctx.cache["captioning_fn"] = ((model, beam, alpha), jax.jit(decode))
   tokens = np.asarray(jax.device_get(batched_apply(cached[1], params, images, bs)))
   hyps = ctx.tokenizer.decode(tokens)
   refs: list[list[str]] = [[] for _ in range(len(images))]
@@ -200,5 +207,5 @@ def captioning_eval(params, ctx) -> dict[str, float]:
     printable = lambda t: "".join(ch if ch.isprintable() else "?" for ch in t)
     captions = [f"{printable(h)}\nref: {printable(r[0])}" for h, r in zip(hyps[:k], refs[:k])]
     plots.image_grid([images[:k]], ["image"], os.path.join(ctx.workdir, "captions.png"),
-                     title=f"{cfg.model.name}: greedy captions (CIDEr-D {results['cider']:.2f})", captions=captions)
+                     title=f"{cfg.model.name}: {'greedy' if beam == 1 else f'beam-{beam}'} captions (CIDEr-D {results['cider']:.2f})", captions=captions)
   return {f"captioning/{k}": float(v) for k, v in results.items()}
