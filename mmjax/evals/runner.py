@@ -51,6 +51,7 @@ def _import_evaluators() -> None:
   import mmjax.evals.linear_probe  # noqa: F401  (registers "linear_probe")
   import mmjax.evals.masked_evals  # noqa: F401  (registers "masked", "reconstruction")
   import mmjax.evals.captioning  # noqa: F401  (registers "captioning")
+  import mmjax.evals.generation  # noqa: F401  (registers "generation")
 
 
 def _names(names: str) -> list[str]:

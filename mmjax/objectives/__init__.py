@@ -53,5 +53,6 @@ from mmjax.objectives import masked  # noqa: E402,F401  ("mae", "mlm", "m3ae")
 from mmjax.objectives import classify  # noqa: E402,F401  ("classify")
 from mmjax.objectives import filip  # noqa: E402,F401  ("filip"; FILIP token-wise loss, mmjax.alignment.tokens)
 from mmjax.objectives import caption  # noqa: E402,F401  ("caption"; teacher-forced captioning cross-entropy)
+from mmjax.objectives import flow_matching  # noqa: E402,F401  ("flow_matching"; text-to-image rectified flow)
 
 __all__ = ["Objective", "get_objective", "contrastive", "contrastive_sharded"]
