@@ -40,6 +40,18 @@ def embed_tokens(module: nn.Module, x: jax.Array, width: int, tokens_per_vector:
   return nn.Dense(width, name=name, parent=module)(x)
 
 
+def positioned_tokens(module: nn.Module, features: Sequence[jax.Array], width: int, tokens_per_vector: int,
+                      scale: float | None = None) -> list[jax.Array]:
+  """Each modality's tokens (`embed_tokens`, Dense `proj_{i}`), times `scale` if given, plus sinusoidal positions:
+  -> [[B, T_i, width] for each modality i]."""
+  out = []
+  for i, x in enumerate(features):
+    t = embed_tokens(module, x, width, tokens_per_vector, f"proj_{i}")
+    t = t if scale is None else t * scale
+    out.append(t + sinusoidal_positions(t.shape[1], width).astype(t.dtype))
+  return out
+
+
 class CrossAttentionBlock(nn.Module):
   """Pre-LN cross-attention block: x = x + attn(LN(x), LN(ctx)); x = x + mlp(LN(x)). x [B, Tq, w], ctx [B, Tk, w]."""
   num_heads: int
@@ -76,8 +88,7 @@ class CrossAttentionFusion(nn.Module):
   def __call__(self, features: Sequence[jax.Array], train: bool = False) -> jax.Array:
     features = check_features(features, "cross_attention")
     _check_width(self.width, self.num_heads, "cross_attention")
-    toks = [embed_tokens(self, x, self.width, self.tokens_per_vector, f"proj_{i}") for i, x in enumerate(features)]
-    toks = [t + sinusoidal_positions(t.shape[1], self.width).astype(t.dtype) for t in toks]
+    toks = positioned_tokens(self, features, self.width, self.tokens_per_vector)
     x, context = toks[0], jnp.concatenate(toks[1:], axis=1)
     for i in range(self.depth):
       x = CrossAttentionBlock(self.num_heads, self.mlp_ratio, self.dropout, name=f"block_{i}")(x, context, train)
@@ -102,9 +113,7 @@ class CoAttentionFusion(nn.Module):
     _check_width(self.width, self.num_heads, "co_attention")
     if self.combine not in ("concat", "product"):
       raise MmjaxError(f"fusion 'co_attention': unknown combine {self.combine!r}; use 'concat' or 'product'")
-    a, b = [embed_tokens(self, x, self.width, self.tokens_per_vector, f"proj_{i}") for i, x in enumerate(features)]
-    a = a + sinusoidal_positions(a.shape[1], self.width).astype(a.dtype)
-    b = b + sinusoidal_positions(b.shape[1], self.width).astype(b.dtype)
+    a, b = positioned_tokens(self, features, self.width, self.tokens_per_vector)
     for i in range(self.depth):
       co_a = CrossAttentionBlock(self.num_heads, self.mlp_ratio, self.dropout, name=f"co_a_{i}")
       co_b = CrossAttentionBlock(self.num_heads, self.mlp_ratio, self.dropout, name=f"co_b_{i}")
@@ -135,11 +144,8 @@ class MulT(nn.Module):
     if ((m - 1) * self.width) % self.num_heads:
       raise MmjaxError(f"fusion 'mult': (M-1)*width = {(m - 1) * self.width} is not divisible by num_heads "
                        f"{self.num_heads}")
-    xs = []
-    for i, x in enumerate(features):
-      t = embed_tokens(self, x, self.width, self.tokens_per_vector, f"proj_{i}") * math.sqrt(self.width)
-      t = t + sinusoidal_positions(t.shape[1], self.width).astype(t.dtype)
-      xs.append(nn.Dropout(self.dropout, deterministic=not train)(t))
+    xs = [nn.Dropout(self.dropout, deterministic=not train)(t)
+          for t in positioned_tokens(self, features, self.width, self.tokens_per_vector, math.sqrt(self.width))]
     outs = []
     for tgt in range(m):
       zs = []
