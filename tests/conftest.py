@@ -1,6 +1,7 @@
 """Shared test helpers. Tests run on the CPU; multi-device tests run `tests/driver.py` in a subprocess."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -28,6 +29,29 @@ def run_driver(*args: str, devices: int = 1, check: bool = True, env: dict | Non
   if check and proc.returncode != 0:
     raise AssertionError(f"driver {args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
   return proc
+
+
+CLIP_RUNLOCAL = "experiments/clip_shapes.py:runlocal"
+# Three steps of the demo model at batch 16, no checkpoint and no evaluation: the run every "same result on 1 and on 8
+# devices" test compares against.
+SHORT_CLIP_RUN = ("--set", "total_steps=3", "--set", "batch_size=16", "--set", "checkpoint_every=100",
+                  "--set", "evals.names=''")
+
+
+def one_device_clip_run(tmp_path_factory) -> str:
+  """Workdir of the 1-device SHORT_CLIP_RUN (its parameters in params.npz there), made once per test session and
+  shared by the xdist workers (a lock file: the first worker to ask trains, the others wait and reuse it)."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent                                  # the session's directory, common to all workers
+  workdir = os.path.join(str(base), "one_device_clip_run")
+  with open(os.path.join(str(base), "one_device_clip_run.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(os.path.join(workdir, "params.npz")):
+      run_driver("--config", CLIP_RUNLOCAL, "--workdir", workdir, "--dump", os.path.join(workdir, "params.tmp.npz"),
+                 *SHORT_CLIP_RUN)
+      os.replace(os.path.join(workdir, "params.tmp.npz"), os.path.join(workdir, "params.npz"))
+  return workdir
 
 
 def read_jsonl(path: str) -> list[dict]:

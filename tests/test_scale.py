@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_jsonl, run_driver
+from conftest import ROOT, SHORT_CLIP_RUN, one_device_clip_run, read_jsonl, run_driver
 from mmjax.errors import MmjaxError
 from mmjax.layers.transformer import Transformer
 from mmjax.models import build_model
@@ -44,21 +44,20 @@ ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\(.*?\))\s+([\d.]+) (B|KiB|MiB|GiB)$")
 UNIT = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
 
 
-def test_fsdp_equals_replicated_and_shards_optimizer_state(tmp_path):
+def test_fsdp_equals_replicated_and_shards_optimizer_state(tmp_path, tmp_path_factory):
   """ZeRO-3 over fsdp=4 (x data=2) on 8 devices: the same 3 steps as 1 device (params 1e-5, losses 1e-5); the
   printed sharding table shows every parameter with a dimension divisible by 4 split in 4, and the optimizer
   state at about a quarter per device."""
-  common = ["--set", "total_steps=3", "--set", "batch_size=16", "--set", "checkpoint_every=100"]
-  run_driver("--config", CLIP, "--workdir", str(tmp_path / "one"), "--dump", str(tmp_path / "one.npz"), *common)
+  one_dir = one_device_clip_run(tmp_path_factory)
   proc = run_driver("--config", CLIP, "--workdir", str(tmp_path / "fsdp"), "--dump", str(tmp_path / "fsdp.npz"),
-                    *common, "--set", "mesh={'data': 2, 'fsdp': 4}", "--set", "sharding_rules=(('.*', 'fsdp'),)",
+                    *SHORT_CLIP_RUN, "--set", "mesh={'data': 2, 'fsdp': 4}", "--set", "sharding_rules=(('.*', 'fsdp'),)",
                     devices=8)
-  one, fsdp = np.load(tmp_path / "one.npz"), np.load(tmp_path / "fsdp.npz")
+  one, fsdp = np.load(os.path.join(one_dir, "params.npz")), np.load(tmp_path / "fsdp.npz")
   assert sorted(one.files) == sorted(fsdp.files)
   for k in one.files:
     np.testing.assert_allclose(one[k], fsdp[k], atol=1e-5, rtol=1e-5, err_msg=k)
-  losses = [[r["train/loss"] for r in read_jsonl(tmp_path / d / "metrics.jsonl") if "train/loss" in r]
-            for d in ("one", "fsdp")]
+  losses = [[r["train/loss"] for r in read_jsonl(os.path.join(d, "metrics.jsonl")) if "train/loss" in r]
+            for d in (one_dir, tmp_path / "fsdp")]
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
   rows = [m.groups() for m in map(ROW.match, proc.stdout.splitlines()) if m]

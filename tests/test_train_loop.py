@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import read_jsonl, run_driver
+from conftest import SHORT_CLIP_RUN, one_device_clip_run, read_jsonl, run_driver
 
 CLIP = "experiments/clip_shapes.py:runlocal"
 
@@ -23,20 +23,20 @@ def assert_trees_close(a, b, atol=1e-5, rtol=1e-5):
     np.testing.assert_allclose(a[k], b[k], atol=atol, rtol=rtol, err_msg=k)
 
 
-def test_one_vs_eight_devices(tmp_path):
+def test_one_vs_eight_devices(tmp_path, tmp_path_factory):
   """The same 3 steps on 1 and on 8 simulated devices (data=8, and data=4 x fsdp=2 with sharded kernels)."""
-  common = ["--set", "total_steps=3", "--set", "batch_size=16", "--set", "checkpoint_every=100"]
-  run_driver("--config", CLIP, "--workdir", str(tmp_path / "d1"), "--dump", str(tmp_path / "d1.npz"), *common)
+  common = SHORT_CLIP_RUN
+  d1 = one_device_clip_run(tmp_path_factory)
   run_driver("--config", CLIP, "--workdir", str(tmp_path / "d8"), "--dump", str(tmp_path / "d8.npz"), *common,
              devices=8)
   run_driver("--config", CLIP, "--workdir", str(tmp_path / "f8"), "--dump", str(tmp_path / "f8.npz"), *common,
              "--set", "mesh={'data': 4, 'fsdp': 2}",
              "--set", "sharding_rules=((r'(mlp|attn).*kernel$', ('fsdp',)),)", devices=8)
-  one = load(tmp_path / "d1.npz")
+  one = load(os.path.join(d1, "params.npz"))
   assert_trees_close(one, load(tmp_path / "d8.npz"))
   assert_trees_close(one, load(tmp_path / "f8.npz"))
-  losses = [[r["train/loss"] for r in read_jsonl(tmp_path / d / "metrics.jsonl") if "train/loss" in r]
-            for d in ("d1", "d8", "f8")]
+  losses = [[r["train/loss"] for r in read_jsonl(os.path.join(d, "metrics.jsonl")) if "train/loss" in r]
+            for d in (d1, tmp_path / "d8", tmp_path / "f8")]
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
   np.testing.assert_allclose(losses[0], losses[2], rtol=1e-5)
 
@@ -48,7 +48,7 @@ def fingerprints(workdir):
 
 def test_exact_resume_after_kill(tmp_path):
   """10 uninterrupted steps == 5 steps, SIGKILL, restart, 5 more: identical parameters and batches."""
-  common = ["--set", "total_steps=10", "--set", "checkpoint_every=5", "--set", "log_every=1"]
+  common = ["--set", "total_steps=10", "--set", "checkpoint_every=5", "--set", "log_every=1", "--set", "evals.names=''"]
   run_driver("--config", CLIP, "--workdir", str(tmp_path / "a"), "--dump", str(tmp_path / "a.npz"), *common)
   killed = run_driver("--config", CLIP, "--workdir", str(tmp_path / "b"), *common, "--kill_after_save", "5",
                       check=False)
@@ -65,7 +65,7 @@ def test_exact_resume_after_kill(tmp_path):
 
 def test_kill_during_checkpoint_commit_keeps_previous(tmp_path):
   """A crash while checkpoint 4 is being committed leaves checkpoint 2 intact; the restart resumes from it."""
-  common = ["--set", "total_steps=6", "--set", "checkpoint_every=2", "--set", "log_every=1"]
+  common = ["--set", "total_steps=6", "--set", "checkpoint_every=2", "--set", "log_every=1", "--set", "evals.names=''"]
   killed = run_driver("--config", CLIP, "--workdir", str(tmp_path / "b"), *common, "--kill_in_commit", "4",
                       check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
@@ -83,10 +83,9 @@ def test_kill_during_checkpoint_commit_keeps_previous(tmp_path):
   assert not glob.glob(str(ckdir / "*tmp*"))
 
 
-def test_sharded_clip_objective_in_the_loop_matches_naive(tmp_path):
+def test_sharded_clip_objective_in_the_loop_matches_naive(tmp_path, tmp_path_factory):
   """objective=clip_sharded (shard_map, no device holds B x B logits) on 8 devices == clip on 1 device."""
-  common = ["--set", "total_steps=3", "--set", "batch_size=16", "--set", "checkpoint_every=100"]
-  run_driver("--config", CLIP, "--workdir", str(tmp_path / "n"), "--dump", str(tmp_path / "n.npz"), *common)
-  run_driver("--config", CLIP, "--workdir", str(tmp_path / "s"), "--dump", str(tmp_path / "s.npz"), *common,
+  n = one_device_clip_run(tmp_path_factory)
+  run_driver("--config", CLIP, "--workdir", str(tmp_path / "s"), "--dump", str(tmp_path / "s.npz"), *SHORT_CLIP_RUN,
              "--set", "objective='clip_sharded'", devices=8)
-  assert_trees_close(load(tmp_path / "n.npz"), load(tmp_path / "s.npz"))
+  assert_trees_close(load(os.path.join(n, "params.npz")), load(tmp_path / "s.npz"))
