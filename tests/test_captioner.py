@@ -253,3 +253,24 @@ def test_caption_loss_matches_numpy_and_ignores_padding(model_params, forward):
   assert abs(float(loss_fn(params, {**batch, "tokens": jnp.asarray(changed)})[0]) - float(loss)) > 1e-4
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
   assert float(jnp.abs(grads["vision"]["conv1"]["kernel"]).sum()) > 0    # the image reaches the loss
+
+
+def test_cnn_memory_tokens_and_cached_decoding():
+  """vision.kind='cnn': 3 stride-2 stages on 16 px give (16/8)^2 = 4 memory tokens of the decoder width; cached
+  decoding still equals teacher forcing; an unknown vision key names itself."""
+  model = build_model(dict(name="captioner", vision=dict(kind="cnn", image_size=16, channels=(4, 8, 8), width=16),
+                           decoder=dict(vocab_size=V, context_length=L, width=16, depth=1, num_heads=2)))
+  images, tokens = _inputs()
+  params = _init(model, 4)
+  memory = model.apply({"params": params}, images, method="encode_image")
+  chex.assert_shape(memory, (3, 4, 16))
+  full = model.apply({"params": params}, images, tokens)
+  cache = model.apply({"params": params}, memory, L, method="init_cache")
+  steps = []
+  for t in range(L):
+    logits, cache = model.apply({"params": params}, cache, tokens[:, t], t, method="decode_step")
+    steps.append(logits)
+  np.testing.assert_allclose(np.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+  with pytest.raises(MmjaxError, match="model.vision.patch_size"):
+    build_model(dict(name="captioner", vision=dict(kind="cnn", channels=(4,), width=16, patch_size=8),
+                     decoder=dict(vocab_size=V, context_length=L, width=16, depth=1, num_heads=2)))

@@ -182,3 +182,36 @@ def test_judge_learns_real_shapes():
   # chance 1/6; shape needs more training than this test affords (evaluator defaults, 4000 images x 400 steps
   # of 128, reach 0.96 on 500 test scenes: the evaluator reports that number as generation/judge_real_shape_acc)
   assert acc["shape_acc"] > 0.25, acc
+
+
+def test_unet_backbone_starts_at_zero_and_follows_the_text():
+  """backbone='unet': [B, H, W, 3] out, exactly 0 at init (zero-initialised output conv), and with perturbed
+  weights the velocity depends on the caption (cross-attention + FiLM) unless the text is dropped."""
+  model = tiny_model(backbone="unet", unet_channels=(8, 16))
+  x = jax.random.normal(jax.random.PRNGKey(2), (B, S, S, 3))
+  t = jnp.array([0.1, 0.5, 0.9])
+  fresh = model.init(jax.random.PRNGKey(0), x, tokens_batch())["params"]
+  np.testing.assert_array_equal(np.asarray(model.apply({"params": fresh}, x, tokens_batch(), t)), 0.0)
+  leaves, tree = jax.tree.flatten(fresh)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  tok, other = tokens_batch(), tokens_batch().at[:, 1].set(30)
+  v1, v2 = (model.apply({"params": params}, x, k, t) for k in (tok, other))
+  chex.assert_shape(v1, (B, S, S, 3))
+  assert float(jnp.max(jnp.abs(v1 - v2))) > 1e-4
+  drop = jnp.ones((B,), bool)
+  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x, tok, t, drop)),
+                             np.asarray(model.apply({"params": params}, x, other, t, drop)), atol=1e-6)
+  with pytest.raises(MmjaxError, match="model.backbone"):
+    tiny_model(backbone="vae").init(jax.random.PRNGKey(0), x, tokens_batch())
+
+
+def test_clip_score_closed_forms():
+  """100 * mean(max(cos, 0)): parallel rows (any scale) 100, orthogonal 0, opposite clipped to 0; 45 degrees
+  100 / sqrt(2)."""
+  a = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+  b = np.array([[5.0, 0.0], [1.0, 0.0], [-3.0, 0.0], [1.0, 1.0]])
+  assert generation.clip_score(a[:1], b[:1]) == pytest.approx(100.0)
+  assert generation.clip_score(a[1:3], b[1:3]) == pytest.approx(0.0)
+  assert generation.clip_score(a[3:], b[3:]) == pytest.approx(100 / np.sqrt(2))
+  assert generation.clip_score(a, b) == pytest.approx((100 + 0 + 0 + 100 / np.sqrt(2)) / 4)

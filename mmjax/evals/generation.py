@@ -9,6 +9,11 @@ object only):
   generation/shape_acc, colour_acc, both_acc    judge's prediction on the generated image = the caption's labels
   generation/judge_real_shape_acc, ..._colour_acc, ..._both_acc   the judge on the real test images (trust check)
   generation/chance_shape, chance_colour, chance_both             1/6, 1/8, 1/48
+With `evals.clip_score_workdir` (a CLIP workdir of this loop, e.g. runs/demo of experiments/clip_shapes.py), also
+the CLIP score (Hessel et al. 2021, "CLIPScore"; torchmetrics' convention): 100 * mean max(cos(E_I(image),
+E_T(caption)), 0), the images resized (bilinear) to that CLIP's image size and the captions tokenized with its
+tokenizer: generation/clip_score for the generated images, clip_score_real for the real test images (the ceiling
+this CLIP gives) and clip_score_mismatched for real images with another scene's caption (the floor).
 Writes `<workdir>/generations.png` (real test images over the generated ones, captioned with the prompts).
 """
 from __future__ import annotations
@@ -28,7 +33,7 @@ from mmjax.evals.runner import EVAL_KEYS
 from mmjax.registry import EVALUATORS
 
 EVAL_KEYS["generation"] = {"gen_steps": 20, "gen_guidance": 3.0, "gen_seed": 0, "gen_images": 12,
-                           "judge_train_examples": 4000, "judge_steps": 400}
+                           "judge_train_examples": 4000, "judge_steps": 400, "clip_score_workdir": ""}
 
 N_SHAPES, N_COLOURS = 6, 8
 
@@ -97,6 +102,40 @@ def faithfulness(pred_shape, pred_colour, shape, colour) -> dict[str, float]:
   return {"shape_acc": float(s.mean()), "colour_acc": float(c.mean()), "both_acc": float((s & c).mean())}
 
 
+def clip_score(image_emb: np.ndarray, text_emb: np.ndarray) -> float:
+  """image_emb, text_emb [N, E] (paired rows) -> 100 * mean_i max(cos(image_i, text_i), 0)."""
+  a, b = np.asarray(image_emb, np.float64), np.asarray(text_emb, np.float64)
+  cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+  return float(100.0 * np.mean(np.maximum(cos, 0.0)))
+
+
+def clip_scores(workdir: str, images: np.ndarray, real: np.ndarray, captions: list[str],
+                batch_size: int = 128) -> dict[str, float]:
+  """CLIP scores of generated `images` and `real` images [N, H, W, 3] in [-1, 1] against `captions`, with the
+  CLIP trained in `workdir` (its newest checkpoint and tokenizer.json)."""
+  from mmjax.data.tokenizer import Tokenizer
+  from mmjax.models.distill import load_clip_teacher, read_workdir_config
+  path = os.path.join(workdir, "tokenizer.json")
+  if not os.path.exists(path):
+    raise MmjaxError(f"evals.clip_score_workdir={workdir!r} has no tokenizer.json; point it at a CLIP workdir")
+  cfg = read_workdir_config(workdir)
+  tokens = Tokenizer.load(path).encode(captions, int(cfg["data"]["context_length"]))
+  size = int(cfg["model"]["vision"]["image_size"])
+  clip = load_clip_teacher(workdir)
+  fn = jax.jit(lambda x, t: clip({"image": jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "bilinear"),
+                                  "tokens": t}))
+
+  def embed(x):
+    out = [fn(jnp.asarray(x[i:i + batch_size]), jnp.asarray(tokens[i:i + batch_size]))
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate([np.asarray(o[0]) for o in out]), np.concatenate([np.asarray(o[1]) for o in out])
+
+  zgen, ztxt = embed(images)
+  zreal, _ = embed(real)
+  return {"clip_score": clip_score(zgen, ztxt), "clip_score_real": clip_score(zreal, ztxt),
+          "clip_score_mismatched": clip_score(zreal, np.roll(ztxt, 1, axis=0))}
+
+
 def _single(arrays: dict) -> np.ndarray:
   return np.flatnonzero(np.asarray(arrays["count"]) == 1)
 
@@ -161,6 +200,9 @@ def generation_eval(params, ctx) -> dict[str, float]:
   rs, rc = judge_predict(judge, jparams, np.asarray(arrays["image"])[keep])
   results.update({f"judge_real_{k}": v for k, v in faithfulness(rs, rc, shape, colour).items()})
   results.update(chance_shape=1 / N_SHAPES, chance_colour=1 / N_COLOURS, chance_both=1 / (N_SHAPES * N_COLOURS))
+  if cfg.evals.get("clip_score_workdir", ""):
+    results.update(clip_scores(str(cfg.evals.clip_score_workdir), images, np.asarray(arrays["image"])[keep],
+                               captions))
 
   if ctx.workdir is not None and jax.process_index() == 0:
     from mmjax.data import shapes as shapes_lib

@@ -13,7 +13,11 @@ cross-attention keys/values of the memory are computed once, in `init_cache`, so
 
 Params: {"vision": ViT (pool "none", no proj), "token_embedding", "pos_embedding" [L, w], "blocks_{i}"
 (mmjax.layers.decoder.DecoderBlock), "ln_final", ["head" when tie_embeddings=False]}.
-Config (`model.*`): vision = ViT kwargs (image_size, patch_size, width, depth, num_heads, mlp_ratio);
+Config (`model.*`): vision = ViT kwargs (image_size, patch_size, width, depth, num_heads, mlp_ratio), or
+{kind: "cnn", image_size, channels, width, group_norm}: the last feature map of a small CNN
+([B, H/2^k, W/2^k, width] for k = len(channels) stride-2 stages) + learned positions + LayerNorm
+as the memory tokens (the convolutional encoders of "Show, Attend and Tell"; a CNN sees small shapes better than a
+shallow ViT trained briefly);
 decoder = vocab_size, context_length, width, depth, num_heads, mlp_ratio; tie_embeddings (the output head is
 the transposed token embedding, Press & Wolf 2017).
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -38,6 +43,29 @@ Dtype = Any
 _VIT_FIXED = ("pool", "output_dim", "dtype", "param_dtype", "parent", "name")
 DECODER_KEYS = ("vocab_size", "context_length", "width", "depth", "num_heads", "mlp_ratio")
 _DECODER_REQUIRED = ("vocab_size", "context_length", "width", "depth", "num_heads")
+CNN_KEYS = ("kind", "image_size", "channels", "width", "group_norm")
+
+
+class CNNTokens(nn.Module):
+  """images [B, H, W, 3] -> tokens [B, (H/2^k)(W/2^k), width]: k stride-2 3x3 convolutions (GroupNorm, ReLU;
+  strided rather than max-pooled: XLA's CPU max-pool gradient is ~5x slower), a Dense to `width` per position,
+  learned positions, LayerNorm."""
+  channels: tuple[int, ...] = (32, 64, 128)
+  width: int = 128
+  group_norm: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    x = images.astype(self.dtype)
+    for i, c in enumerate(self.channels):
+      x = nn.Conv(int(c), (3, 3), strides=(2, 2), dtype=self.dtype, name=f"conv_{i}")(x)
+      if self.group_norm:
+        x = nn.GroupNorm(num_groups=min(8, int(c)), dtype=self.dtype, name=f"gn_{i}")(x)
+      x = nn.relu(x)
+    x = nn.Dense(self.width, dtype=self.dtype, name="proj")(einops.rearrange(x, "b h w c -> b (h w) c"))
+    pos = self.param("pos_embedding", nn.initializers.normal(0.02), x.shape[1:])
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="ln")(x + pos.astype(self.dtype))
 
 
 @MODELS.register("captioner")
@@ -50,9 +78,14 @@ class Captioner(nn.Module):
 
   def __post_init__(self):
     vision, decoder = dict(self.vision), dict(self.decoder)
-    valid = [f.name for f in dataclasses.fields(ViT) if f.name not in _VIT_FIXED]
-    for key, cfg, ok, required in (("vision", vision, valid, ("image_size", "patch_size", "width", "depth",
-                                                               "num_heads")),
+    if vision.get("kind", "vit") not in ("vit", "cnn"):
+      raise MmjaxError(f"config key model.vision.kind={vision['kind']!r}: use 'vit' or 'cnn'")
+    if vision.get("kind", "vit") == "cnn":
+      valid, vision_required = CNN_KEYS, ("channels", "width")
+    else:
+      valid = ["kind"] + [f.name for f in dataclasses.fields(ViT) if f.name not in _VIT_FIXED]
+      vision_required = ("image_size", "patch_size", "width", "depth", "num_heads")
+    for key, cfg, ok, required in (("vision", vision, valid, vision_required),
                                    ("decoder", decoder, DECODER_KEYS, _DECODER_REQUIRED)):
       unknown = [k for k in cfg if k not in ok]
       if unknown:
@@ -82,7 +115,12 @@ class Captioner(nn.Module):
   def setup(self):
     d = self.decoder
     w = int(d["width"])
-    self.encoder = ViT(**dict(self.vision), pool="none", output_dim=None, dtype=self.dtype, name="vision")
+    vision = {k: v for k, v in self.vision.items() if k != "kind"}
+    if self.vision.get("kind", "vit") == "cnn":
+      vision.pop("image_size", None)
+      self.encoder = CNNTokens(**vision, dtype=self.dtype, name="vision")
+    else:
+      self.encoder = ViT(**vision, pool="none", output_dim=None, dtype=self.dtype, name="vision")
     self.token_embedding = nn.Embed(self.vocab_size, w, embedding_init=nn.initializers.normal(0.02),
                                     dtype=self.dtype)
     self.pos_embedding = self.param("pos_embedding", nn.initializers.normal(0.01), (self.context_length, w))
@@ -98,7 +136,9 @@ class Captioner(nn.Module):
     return logits.astype(jnp.float32)
 
   def encode_image(self, images: jax.Array, train: bool = False) -> jax.Array:
-    """images [B, H, W, 3] -> memory [B, N+1, c]: every ViT token (CLS first) after ln_post."""
+    """images [B, H, W, 3] -> memory [B, N, c]: every ViT token (CLS first) after ln_post, or the CNN tokens."""
+    if self.vision.get("kind", "vit") == "cnn":
+      return self.encoder(images, train=train)
     _, out = self.encoder(images, train=train)
     return out["normed_tokens"]
 

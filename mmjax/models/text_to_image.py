@@ -11,6 +11,10 @@ DiT: images [B, H, W, 3] -> patchify (p x p, Dense to width) + learned positions
 adaLN-Zero (shift/scale/gate from c = emb(t) + pooled text, zero-initialised so every block starts as the
 identity) around self-attention, an optional cross-attention to the text tokens, and an MLP -> adaLN final layer
 (zero-initialised Dense to p*p*3) -> unpatchify -> v [B, H, W, 3].
+U-Net (backbone="unet"; mmjax/layers/unet.py): a convolutional denoiser with `unet_channels` levels, every
+residual block modulated by the same c, self- and (optionally) cross-attention to the text tokens at the lowest
+resolution; patch_size, depth and mlp_ratio are unused. Convolutions learn small shapes far faster than a DiT on
+4 px patches (the DiT renders the right colour as patch-aligned blobs after 800 CPU steps).
 Text: `TextTransformer(causal=False)` over the caption tokens [B, L]; pooled EOT feature [B, w_t] and the tokens
 [B, L, w_t] (both projected to the DiT width).
 Classifier-free guidance: `drop` [B] bool replaces an example's text by a learned null text (null pooled vector,
@@ -32,6 +36,7 @@ from flax.core import FrozenDict
 from mmjax.encoders import TextTransformer
 from mmjax.errors import MmjaxError
 from mmjax.layers import LN_EPS, CrossAttention, MultiHeadAttention, padding_mask
+from mmjax.layers.unet import UNet
 from mmjax.registry import MODELS
 
 _TEXT_RESERVED = ("output_dim", "dtype", "param_dtype", "remat", "parent", "name")
@@ -89,6 +94,8 @@ class TextToImage(nn.Module):
   cross_attention: bool = True
   cond_drop_prob: float = 0.1      # the objective's text-drop probability (classifier-free guidance)
   channels: int = 3
+  backbone: str = "dit"            # "dit" | "unet"
+  unet_channels: tuple[int, ...] = (32, 64, 64)
 
   def __post_init__(self):
     text = dict(self.text)
@@ -102,6 +109,11 @@ class TextToImage(nn.Module):
     if self.patch_size < 1 or self.image_size % self.patch_size:
       raise MmjaxError(f"config key model.image_size={self.image_size} is not divisible by model.patch_size="
                        f"{self.patch_size}")
+    if self.backbone not in ("dit", "unet"):
+      raise MmjaxError(f"config key model.backbone={self.backbone!r}: use 'dit' or 'unet'")
+    if self.backbone == "unet" and self.image_size % 2 ** (len(self.unet_channels) - 1):
+      raise MmjaxError(f"config key model.image_size={self.image_size} must be divisible by 2^(len("
+                       f"model.unet_channels) - 1) = {2 ** (len(self.unet_channels) - 1)}")
     if not 0.0 <= self.cond_drop_prob < 1.0:
       raise MmjaxError(f"config key model.cond_drop_prob={self.cond_drop_prob} must be in [0, 1)")
     super().__post_init__()
@@ -112,11 +124,14 @@ class TextToImage(nn.Module):
     self.text_tok_proj = nn.Dense(self.width, name="text_tok_proj")
     self.null_pooled = self.param("null_pooled", nn.initializers.normal(0.02), (self.width,))
     self.null_token = self.param("null_token", nn.initializers.normal(0.02), (self.width,))
+    self.t_fc1 = nn.Dense(self.width, name="t_fc1")
+    self.t_fc2 = nn.Dense(self.width, name="t_fc2")
+    if self.backbone == "unet":
+      self.unet = UNet(tuple(self.unet_channels), self.channels, self.num_heads, name="unet")
+      return
     n = (self.image_size // self.patch_size) ** 2
     self.patch_embed = nn.Dense(self.width, name="patch_embed")
     self.pos_embedding = self.param("pos_embedding", nn.initializers.normal(0.02), (n, self.width))
-    self.t_fc1 = nn.Dense(self.width, name="t_fc1")
-    self.t_fc2 = nn.Dense(self.width, name="t_fc2")
     self.blocks = [DiTBlock(self.num_heads, self.mlp_ratio, self.cross_attention, name=f"block_{i}")
                    for i in range(self.depth)]
     self.final_adaln = nn.Dense(2 * self.width, kernel_init=nn.initializers.zeros, name="final_adaln")
@@ -145,12 +160,15 @@ class TextToImage(nn.Module):
     if h != self.image_size or w_ != self.image_size or ch != self.channels:
       raise MmjaxError(f"text_to_image got images {tuple(x_t.shape)} but model.image_size={self.image_size}, "
                        f"{self.channels} channels; set model.image_size = data.image_size")
-    p = self.patch_size
-    x = einops.rearrange(x_t, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
-    x = self.patch_embed(x) + self.pos_embedding[None]
     temb = self.t_fc2(nn.silu(self.t_fc1(timestep_embedding(jnp.broadcast_to(t, (b,)), self.width))))
     c = temb + cond["pooled"]
     mask = padding_mask(cond["valid"])
+    if self.backbone == "unet":
+      context = cond["context"] if self.cross_attention else None
+      return self.unet(x_t, c, context, mask).astype(jnp.float32)
+    p = self.patch_size
+    x = einops.rearrange(x_t, "b (h p) (w q) c -> b (h w) (p q c)", p=p, q=p)
+    x = self.patch_embed(x) + self.pos_embedding[None]
     for blk in self.blocks:
       x = blk(x, c, cond["context"], mask)
     shift, scale = jnp.split(self.final_adaln(nn.silu(c)), 2, axis=-1)
