@@ -52,6 +52,8 @@ def _import_evaluators() -> None:
   import mmjax.evals.masked_evals  # noqa: F401  (registers "masked", "reconstruction")
   import mmjax.evals.captioning  # noqa: F401  (registers "captioning")
   import mmjax.evals.generation  # noqa: F401  (registers "generation")
+  import mmjax.evals.generative_evals  # noqa: F401  (registers "mvae")
+  import mmjax.evals.vqa_evals  # noqa: F401  (registers "vqa")
 
 
 def _names(names: str) -> list[str]:
