@@ -67,6 +67,8 @@ def _unknown_key_message(argv: list[str], err: BaseException) -> str:
   from mmjax.config import base_config
   keys = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
   known = _flatten(base_config())
+  from mmjax.rl.config import rl_config          # RL configs (trainer = "ppo") have their own keys
+  known += [k for k in _flatten(rl_config()) if k not in known]
   for key in keys:
     if key not in known:
       close = difflib.get_close_matches(key, known, n=1)
@@ -134,9 +136,9 @@ def main(argv: list[str]) -> None:
     sys.exit(verify(_WORKDIR.value))
   try:
     _distributed()
-    from mmjax.train.loop import Trainer
+    from mmjax.train.loop import make_trainer      # the supervised loop, or mmjax.rl's PPO for trainer="ppo"
     with PreemptionGuard() as guard:     # a signal during start-up (data, tokenizer, restore) stops cleanly too
-      trainer = Trainer(_CONFIG.value, _WORKDIR.value)
+      trainer = make_trainer(_CONFIG.value, _WORKDIR.value)
       if guard.requested:
         raise Preempted(f"stopped by {guard.signal_name} during start-up, before any training step; nothing "
                         f"new to save; rerun the same command to start", step=trainer.start_step,

@@ -21,7 +21,7 @@ def test_there_are_configs():
 def test_config_runs(path, tmp_path):
   config = config_lib.load_experiment(path, "runlocal")
   config_lib.check_keys(config, loop.config_schema(config))   # base keys + the data set's / evaluators' own
-  results = loop.Trainer(config, str(tmp_path)).train()
+  results = loop.make_trainer(config, str(tmp_path)).train()
   assert os.listdir(tmp_path / "checkpoints") == [str(config.total_steps)]
   assert all(v == v for v in results.values())  # evaluations ran and are numbers
 

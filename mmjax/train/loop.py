@@ -86,7 +86,11 @@ def atomic_write(path: str, text: str) -> None:
 
 def config_schema(config):
   """The base config extended by the `data.*` keys the configured data set declares (`DatasetEntry.config_keys`)
-  and the `evals.*` keys of the configured evaluators (`runner.evaluator_keys`): what `check_keys` accepts."""
+  and the `evals.*` keys of the configured evaluators (`runner.evaluator_keys`): what `check_keys` accepts.
+  RL configs (`trainer = "ppo"`) have their own schema, mmjax.rl.config.rl_config."""
+  from mmjax.rl.config import is_rl_config, rl_config
+  if is_rl_config(config):
+    return rl_config()
   schema = config_lib.base_config()
   name = _get(config, "data.name")
   if isinstance(name, str):
@@ -350,5 +354,15 @@ class Trainer:
       return self.run_evals(self.state.params, self.start_step, writer)
 
 
+def make_trainer(config, workdir: str):
+  """The trainer a config asks for: mmjax.rl's PPOTrainer for `trainer = "ppo"` (same interface: train(guard),
+  evaluate(), start_step), else this loop's Trainer."""
+  from mmjax.rl.config import is_rl_config
+  if is_rl_config(config):
+    from mmjax.rl.trainer import PPOTrainer
+    return PPOTrainer(config, workdir)
+  return Trainer(config, workdir)
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-  return Trainer(config, workdir).train()
+  return make_trainer(config, workdir).train()
