@@ -27,6 +27,7 @@ from mmjax.data import fusion_data  # noqa: F401  (registers "mosi", "avmnist")
 from mmjax.data import image_text  # noqa: F401  (registers "flickr8k")
 from mmjax.data import shapes  # noqa: F401  (registers the "shapes" dataset)
 from mmjax.data import vqa_shapes  # noqa: F401  (registers "vqa_shapes")
+from mmjax.data import semi  # noqa: F401  (registers "avmnist_semi": few-label AV-MNIST)
 from mmjax.data.tokenizer import Tokenizer
 from mmjax.errors import MmjaxError
 from mmjax.registry import DATASETS

@@ -16,6 +16,8 @@ from mmjax.models.mlm import MaskedLM  # registers "mlm"
 from mmjax.models.fusion_classifier import FusionClassifier  # registers "fusion_classifier"
 from mmjax.models.captioner import Captioner  # registers "captioner"
 from mmjax.models.text_to_image import TextToImage  # registers "text_to_image"
+from mmjax.models.mctn import MCTN  # registers "mctn"
+from mmjax.models.distill import DistillStudent, CLIPDistillStudent  # "distill_student", "clip_distill_student"
 from mmjax.models.mvae import MVAE  # registers "mvae"
 from mmjax.models.vqa import VQAModel  # registers "vqa"
 from mmjax.registry import MODELS

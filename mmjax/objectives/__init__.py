@@ -54,6 +54,7 @@ from mmjax.objectives import classify  # noqa: E402,F401  ("classify")
 from mmjax.objectives import filip  # noqa: E402,F401  ("filip"; FILIP token-wise loss, mmjax.alignment.tokens)
 from mmjax.objectives import caption  # noqa: E402,F401  ("caption"; teacher-forced captioning cross-entropy)
 from mmjax.objectives import flow_matching  # noqa: E402,F401  ("flow_matching"; text-to-image rectified flow)
+from mmjax.objectives import colearning  # noqa: E402,F401  ("mctn", "distill", "clip_feature_distill")
 from mmjax.objectives import mvae  # noqa: E402,F401  ("mvae"; sub-sampled multimodal ELBO, Wu & Goodman 2018)
 
 __all__ = ["Objective", "get_objective", "contrastive", "contrastive_sharded"]
