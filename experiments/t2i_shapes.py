@@ -21,7 +21,7 @@ from mmjax import config as config_lib
 def model_config(image_size: int = 32, patch_size: int = 4, width: int = 128, depth: int = 4, heads: int = 4,
                  text_width: int = 64, text_depth: int = 2, vocab_size: int = 512,
                  context_length: int = 24, backbone: str = "unet",
-                 unet_channels: tuple[int, ...] = (32, 64, 64)) -> ml_collections.ConfigDict:
+                 unet_channels: tuple[int, ...] = (16, 32, 64)) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name="text_to_image", image_size=image_size, patch_size=patch_size, width=width, depth=depth,
       num_heads=heads, mlp_ratio=4.0, cross_attention=True, cond_drop_prob=0.1, backbone=backbone,
@@ -34,7 +34,7 @@ def get_config(arg: str | None = None):
   arg = config_lib.parse_arg(arg, dit=False)
   c = config_lib.base_config()
   c.objective = "flow_matching"
-  c.total_steps = 2000
+  c.total_steps = 1500
   c.batch_size = 64
   c.log_every = 50
   c.checkpoint_every = 1000
