@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmjax-installed
 DEMO_DIR ?= runs/demo
-# Tests run in 2 worker processes (the machine has 2 cores); each sees one CPU device unless a test asks for more.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# Tests run in 2 worker processes (the machine has 2 cores), spread test by test (tests sharing a module fixture
+# stay together: tests/conftest.py); each sees one CPU device unless a test asks for more.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: install demo test bench clean
 

@@ -62,3 +62,13 @@ def read_jsonl(path: str) -> list[dict]:
 @pytest.fixture
 def clip_config_path():
   return os.path.join(ROOT, "experiments", "clip_shapes.py")
+
+
+def pytest_collection_modifyitems(config, items):
+  """With `-n 2 --dist loadgroup` (the Makefile), tests spread over both workers one by one, except that the tests
+  of a module using a module- or session-scoped fixture stay on one worker (the fixture is then built once)."""
+  for item in items:
+    defs = getattr(item, "_fixtureinfo", None)
+    defs = defs.name2fixturedefs if defs is not None else {}
+    if any(d and d[-1].scope in ("module", "session") for d in defs.values()):
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
