@@ -16,6 +16,8 @@ Protocol of experiments/mosi_fusion.py (its text-only row is the baseline): 20 e
 "classification" evaluator (binary accuracy, F1). experiments/reports/colearning_transfer.py --part mctn runs
 3 seeds of each variant and of the text-only baseline.
 """
+import os
+
 from mmjax import config as config_lib
 
 METHODS = {
@@ -23,7 +25,6 @@ METHODS = {
     "seq2seq": dict(translation_weight=1.0, cycle_weight=0.0),
     "encoder": dict(translation_weight=0.0, cycle_weight=0.0),
 }
-TRAIN_SIZE, BATCH_SIZE, EPOCHS = 1447, 32, 20
 MOSI_DIMS = {"text": 100, "audio": 73, "video": 100}
 
 
@@ -35,24 +36,12 @@ def model_config(method: str, source: str = "text", targets=("audio", "video")) 
 
 def get_config(arg: str | None = None):
   method, rest = config_lib.split_method_arg(arg, METHODS, "mctn")
-  arg = config_lib.parse_arg(rest)
-  c = config_lib.base_config()
+  # The protocol (data, optimizer, budget, evaluation) of experiments/mosi_fusion.py, whose text-only row is the
+  # baseline; only the model and the objective differ.
+  fusion = config_lib.load_experiment_module(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                          "mosi_fusion.py"))
+  c = fusion.get_config(",".join(["text"] + ([rest] if rest else [])))
   c.objective = "mctn"
-  c.batch_size = BATCH_SIZE
-  c.total_steps = EPOCHS * (TRAIN_SIZE // BATCH_SIZE)        # 900: 20 epochs of whole batches
-  c.log_every = TRAIN_SIZE // BATCH_SIZE
-  c.checkpoint_every = c.total_steps // 2
-  c.optim.update(dict(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, warmup_steps=20,
-                      schedule="cosine", end_lr_factor=0.0, clip_grad_norm=1.0,
-                      no_decay_regex=r"(bias|scale)$"))
-  c.data.name = "mosi"
+  c.optim.no_decay_regex = r"(bias|scale)$"
   c.model = model_config(method)
-  c.evals.names = "classification"
-  c.evals.num_examples = 0             # the whole split
-  c.evals.batch_size = 256
-  c.evals.split = "test"
-  c.evals.robustness_modality = ""
-  if arg.runlocal:
-    config_lib.runlocal(c)
-    c.data.fake_raw = 48
   return c
