@@ -187,3 +187,28 @@ def test_pixel_gaussian_baseline_vs_scipy_form():
   ref = -np.sum(-0.5 * ((test - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi), axis=(1, 2)).mean()
   assert abs(pixel_gaussian_nll(train, test) - ref) < 1e-9
   assert NUM_CLASSES == {"shape": 6, "colour": 8, "size": 3, "position": 9}
+
+
+def test_cross_image_term_of_the_labels_elbo(tiny):
+  """cross_image_weight (not in the paper): ELBO_labels gains w * log p(image | z) at z ~ q(z | labels), recomputed
+  in NumPy from the labels expert, the same eps and the decoder mean; the paper's objective (w = 0) is unchanged."""
+  model, params, batch = tiny
+  v = {"params": params}
+  labels = {a: batch[a] for a in model.attributes}
+  rng = jax.random.PRNGKey(3)
+  t = mvae_obj.elbo_terms(params, model, batch, rng, label_weight=2.0, beta=0.5, subsets=("labels",),
+                          cross_image_weight=0.3)
+  t0 = mvae_obj.elbo_terms(params, model, batch, rng, label_weight=2.0, beta=0.5, subsets=("labels",))
+  assert "ll_image_labels" not in t0
+  ml, vl = (np.asarray(a, np.float64) for a in model.apply(v, labels, method="encode_labels"))
+  prec = 1.0 + np.exp(-vl)
+  mu, var = ml * np.exp(-vl) / prec, 1.0 / prec
+  eps = np.asarray(jax.random.normal(jax.random.split(rng, 1)[0], mu.shape), np.float64)
+  z = jnp.asarray(mu + np.sqrt(var) * eps, jnp.float32)
+  mean = np.asarray(model.apply(v, z, method="decode_image"), np.float64)
+  sd = np.exp(np.asarray(model.apply(v, method="image_scale"), np.float64))
+  x = np.asarray(batch["image"], np.float64)
+  ll = (-0.5 * ((x - mean) / sd) ** 2 - np.log(sd * np.sqrt(2 * np.pi))).reshape(B, -1).sum(1)
+  np.testing.assert_allclose(np.asarray(t["ll_image_labels"]), ll, rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(t["elbo_labels"]), np.asarray(t0["elbo_labels"]) + 0.3 * ll, rtol=1e-4,
+                             atol=1e-3)

@@ -12,7 +12,8 @@ any subset X of the modalities is their product of experts with the prior expert
          scale can settle in a poor optimum that leaves whole colour channels unmodelled);
   labels (`attributes`, default shape, colour, size, position of the scene's first object; int [B] or [B, K], the
          first column used): concatenated one-hots -> MLP -> z;  z -> MLP -> one categorical per attribute.
-The training objective (sub-sampled ELBOs) is mmjax/objectives/mvae.py ("mvae"); the evaluator is "mvae"
+The training objective (sub-sampled ELBOs) is mmjax/objectives/mvae.py ("mvae"; `cross_image_weight` > 0 adds a
+cross-modal image term to ELBO_labels that is not in the paper, 0 = the paper's objective); the evaluator is "mvae"
 (mmjax/evals/generative_evals.py). Shapes: latent `[B, latent_dim]`; `image_size` divisible by 2**len(channels).
 """
 from __future__ import annotations
@@ -78,6 +79,7 @@ class MVAE(nn.Module):
   learn_image_scale: bool = True   # False: the image likelihood's log-scale stays at image_log_scale_init
   label_weight: float = 50.0     # lambda of the labels' log-likelihood in training (objective "mvae")
   beta: float = 1.0              # weight of the KL term in training
+  cross_image_weight: float = 0.0  # not in the paper (0 = paper): weight of log p(image | z ~ q(z | labels))
 
   def setup(self):
     chans = tuple(self.channels)

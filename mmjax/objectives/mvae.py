@@ -10,6 +10,12 @@ For a subset X of the modalities, with the product-of-experts posterior q(z | X)
 the paper's label weight on MNIST) balances the 3072 image dimensions against the 4 labels, beta is model.beta;
 evaluation reports the unweighted (lambda = 1, beta = 1) ELBOs in nats per example.
 
+Not in the paper (model.cross_image_weight, default 0 = the paper's objective): ELBO_labels may also carry
+cross_image_weight * E_{q(z|labels)} log p(image | z), i.e. with weight 1 it becomes the joint ELBO of (image,
+labels) under the labels-only posterior, still a lower bound on log p(image, labels). It trains the image decoder on
+the codes that labels -> image generation uses (as the cross-modal reconstructions of MMVAE, Shi et al. 2019);
+without it the image decoder only ever sees codes of posteriors that include the image expert.
+
 Log-likelihoods: image, a diagonal Gaussian with per-channel learned scale summed over H, W, C; labels, the sum of
 one categorical log-probability per attribute. `kl_std_normal` is the closed form
 KL(N(mu, diag var) || N(0, I)) = 1/2 sum (var + mu^2 - 1 - log var).
@@ -62,9 +68,11 @@ def _labels(batch: dict, model) -> dict:
 
 
 def elbo_terms(params, model, batch: dict, rng: jax.Array, *, label_weight: float = 1.0, beta: float = 1.0,
-               subsets=SUBSETS) -> dict[str, jax.Array]:
+               subsets=SUBSETS, cross_image_weight: float = 0.0) -> dict[str, jax.Array]:
   """Per-example ELBO pieces [B] for each subset: `elbo_<s>`, `kl_<s>`, and `ll_image_<s>` / `ll_labels_<s>`
-  (log-likelihoods of the modalities in s under one sample of q(z | s)); lambda-weighted if label_weight != 1."""
+  (log-likelihoods of the modalities in s under one sample of q(z | s)); lambda-weighted if label_weight != 1.
+  cross_image_weight > 0 (not in the paper) also adds that weight times log p(image | z), z ~ q(z | labels), to
+  ELBO_labels (reported as `ll_image_labels`)."""
   image, labels = batch["image"], _labels(batch, model)
   v = {"params": params}
   out = {}
@@ -76,11 +84,11 @@ def elbo_terms(params, model, batch: dict, rng: jax.Array, *, label_weight: floa
     kl = kl_std_normal(mu, logvar)
     elbo = -beta * kl
     out[f"kl_{s}"] = kl
-    if s in ("joint", "image"):
+    if s in ("joint", "image") or (s == "labels" and cross_image_weight > 0):
       mean = model.apply(v, z, method="decode_image")
       ll = gaussian_log_prob(image.astype(jnp.float32), mean, model.apply(v, method="image_scale"))
       out[f"ll_image_{s}"] = ll
-      elbo = elbo + ll
+      elbo = elbo + (cross_image_weight if s == "labels" else 1.0) * ll
     if s in ("joint", "labels"):
       ll = categorical_log_prob(model.apply(v, z, method="decode_labels"), labels)
       out[f"ll_labels_{s}"] = ll
@@ -94,7 +102,8 @@ def mvae_loss(params, batch: dict, rng, *, model, train: bool = True, label_weig
   """-> (mean over the batch of -(ELBO_joint + ELBO_image + ELBO_labels) with weights, metrics)."""
   lw = getattr(model, "label_weight", LABEL_WEIGHT) if label_weight is None else label_weight
   b = getattr(model, "beta", BETA) if beta is None else beta
-  t = elbo_terms(params, model, batch, rng, label_weight=lw, beta=b)
+  cw = getattr(model, "cross_image_weight", 0.0)
+  t = elbo_terms(params, model, batch, rng, label_weight=lw, beta=b, cross_image_weight=cw)
   loss = -jnp.mean(t["elbo_joint"] + t["elbo_image"] + t["elbo_labels"])
   metrics = {"loss": loss}
   for k, val in t.items():
