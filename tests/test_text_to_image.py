@@ -190,18 +190,19 @@ def test_unet_backbone_starts_at_zero_and_follows_the_text():
   model = tiny_model(backbone="unet", unet_channels=(8, 16))
   x = jax.random.normal(jax.random.PRNGKey(2), (B, S, S, 3))
   t = jnp.array([0.1, 0.5, 0.9])
-  fresh = model.init(jax.random.PRNGKey(0), x, tokens_batch())["params"]
-  np.testing.assert_array_equal(np.asarray(model.apply({"params": fresh}, x, tokens_batch(), t)), 0.0)
+  fresh = jax.jit(model.init)(jax.random.PRNGKey(0), x, tokens_batch())["params"]
+  apply = jax.jit(lambda p, tok, drop: model.apply({"params": p}, x, tok, t, drop))
+  no_drop, drop = jnp.zeros((B,), bool), jnp.ones((B,), bool)
+  np.testing.assert_array_equal(np.asarray(apply(fresh, tokens_batch(), no_drop)), 0.0)
   leaves, tree = jax.tree.flatten(fresh)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
   params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
   tok, other = tokens_batch(), tokens_batch().at[:, 1].set(30)
-  v1, v2 = (model.apply({"params": params}, x, k, t) for k in (tok, other))
+  v1, v2 = (apply(params, k, no_drop) for k in (tok, other))
   chex.assert_shape(v1, (B, S, S, 3))
   assert float(jnp.max(jnp.abs(v1 - v2))) > 1e-4
-  drop = jnp.ones((B,), bool)
-  np.testing.assert_allclose(np.asarray(model.apply({"params": params}, x, tok, t, drop)),
-                             np.asarray(model.apply({"params": params}, x, other, t, drop)), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(apply(params, tok, drop)), np.asarray(apply(params, other, drop)),
+                             atol=1e-6)
   with pytest.raises(MmjaxError, match="model.backbone"):
     tiny_model(backbone="vae").init(jax.random.PRNGKey(0), x, tokens_batch())
 
