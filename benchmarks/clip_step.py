@@ -5,7 +5,9 @@
 
 Presets: "anchor" (below) and "vit_b16", OpenCLIP's ViT-B-16 (image 224, patch 16, width 768, 12 layers, 12 heads;
 text 77 tokens, vocab 49408, width 512, 12 layers, 8 heads; embed 512; 149,620,737 parameters). --dtype sets the
-compute dtype (parameters stay float32) and the dtype of the peak matmul; --remat the per-block remat policy.
+compute dtype (parameters stay float32) and the dtype of the peak matmul; --remat the per-block remat policy;
+--allocator the malloc the process re-executes itself with (default: tcmalloc or jemalloc when installed, as
+`mmjax.main` does; "system" for glibc's), reported in the JSON.
 
 Model: ViT image 64, patch 8, width 256, depth 4, 4 heads, MLP 4x; text context 32, vocab 1024, width 256, depth 4,
 4 heads; embed 256 (6,787,073 parameters, as ../shared/bench/openclip_anchor.py); AdamW(1e-4, (0.9, 0.98), 1e-6,
@@ -24,6 +26,18 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmjax.allocator import active_allocator, reexec_with_allocator  # noqa: E402
+
+
+def _allocator_arg() -> str:
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument("--allocator", default="auto")
+  return pre.parse_known_args()[0].allocator
+
+
+if __name__ == "__main__":
+  reexec_with_allocator(_allocator_arg())  # before JAX starts: see mmjax/allocator.py
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -71,6 +85,9 @@ def main() -> None:
   ap.add_argument("--preset", choices=("anchor", "vit_b16"), default="anchor")
   ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   ap.add_argument("--remat", choices=("none", "full", "dots", "dots_no_batch"), default="none")
+  ap.add_argument("--allocator", default="auto",
+                  help="malloc to run under: auto (tcmalloc, else jemalloc, if installed), tcmalloc, jemalloc, "
+                       "system (glibc) or a library path; see mmjax/allocator.py")
   args = ap.parse_args()
 
   model_cfg = ml_collections.ConfigDict(dict(MODEL if args.preset == "anchor" else VIT_B16, dtype=args.dtype,
@@ -108,7 +125,7 @@ def main() -> None:
   times.sort()
   print(json.dumps({
       "system": "mmjax", "preset": args.preset, "dtype": args.dtype, "remat": args.remat, "jax": jax.__version__, "backend": jax.default_backend(),
-      "device": jax.devices()[0].device_kind, "machine": platform.machine(), "params": int(n_params),
+      "device": jax.devices()[0].device_kind, "machine": platform.machine(), "allocator": active_allocator(), "params": int(n_params),
       "batch": b, "steps": args.steps, "warmup": args.warmup,
       "samples_per_s": round(b * args.steps / elapsed, 2), "step_ms": round(1000 * step_s, 2),
       "step_ms_median": round(1000 * times[len(times) // 2], 2), "flops_per_step": int(flops),

@@ -9,6 +9,8 @@ A run resumes from the latest checkpoint in --workdir. Multi-host: pass --coordi
 --distributed=auto). Errors a user can fix print one line, `mmjax: error: ...`, and exit with status 2.
 SIGTERM/SIGINT (preemption, Ctrl-C) stop training at the next step with a checkpoint and exit with status 75
 (EX_TEMPFAIL: requeue and rerun the same command to resume); a second signal exits at once with status 130.
+On Linux the process first re-executes itself with tcmalloc or jemalloc preloaded when one is installed
+(mmjax.allocator: XLA's CPU runtime is ~20 % faster with a caching malloc); MMJAX_ALLOCATOR=system opts out.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from mmjax.allocator import reexec_with_allocator
 from mmjax.errors import MmjaxError
 from mmjax.train.preemption import EXIT_PREEMPTED, Preempted, PreemptionGuard
 
@@ -155,7 +158,12 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-  """Console-script entry point (`mmjax`)."""
+  """Console-script entry point (`mmjax`). Re-executes itself once with a caching malloc (mmjax.allocator;
+  MMJAX_ALLOCATOR=system keeps glibc's) before JAX starts."""
+  try:
+    reexec_with_allocator()
+  except MmjaxError as e:
+    _fail(str(e))
   app.run(main, flags_parser=_parse)
 
 

@@ -11,6 +11,7 @@ import pytest
 from mmjax.errors import MmjaxError
 from mmjax.layers import (CrossAttention, Mlp, MultiHeadAttention, Transformer, TransformerBlock, causal_mask,
                           padding_mask)
+from mmjax.layers.mlp import gelu_erf
 
 RTOL = ATOL = 2e-5
 
@@ -122,6 +123,19 @@ def test_mlp_uses_exact_erf_gelu():
   # The tanh approximation would differ from the exact GELU by more than the tolerance here.
   h = jnp.linspace(-4, 4, 101)
   assert float(jnp.abs(jax.nn.gelu(h, approximate=True) - jax.nn.gelu(h, approximate=False)).max()) > 1e-4
+
+
+def test_gelu_erf_matches_math_erf_and_its_derivative():
+  """gelu_erf = x Phi(x) against math.erf in float64 (including |x| large, where erf saturates), and its
+  gradient against the closed form Phi(x) + x phi(x)."""
+  x = np.concatenate([np.linspace(-12.0, 12.0, 961), [-1e-3, 0.0, 1e-3]]).astype(np.float32)
+  xd = x.astype(np.float64)
+  phi_cdf = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in xd])
+  np.testing.assert_allclose(gelu_erf(jnp.asarray(x)), xd * phi_cdf, rtol=0, atol=2e-6)
+  grad = jax.vmap(jax.grad(gelu_erf))(jnp.asarray(x))
+  ref = phi_cdf + xd * np.exp(-0.5 * xd ** 2) / math.sqrt(2.0 * math.pi)
+  np.testing.assert_allclose(grad, ref, rtol=0, atol=2e-6)
+  assert gelu_erf(jnp.ones((2,), jnp.bfloat16)).dtype == jnp.bfloat16
 
 
 def test_block_is_pre_ln():

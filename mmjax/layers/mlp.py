@@ -1,6 +1,11 @@
 """Transformer feed-forward block (Vaswani et al. 2017) with exact erf GELU (Hendrycks & Gimpel 2016).
 
 Names follow OpenCLIP's `mlp.c_fc` / `mlp.c_proj` so that imported weights map one to one.
+
+`gelu_erf` is torch.nn.GELU's formula, 0.5 x (1 + erf(x / sqrt 2)). `jax.nn.gelu(approximate=False)` is the same
+function written with erfc, which XLA's CPU backend expands into a two-branch approximation (one select per
+branch, plus an exp): 3.1 ms against 1.2 ms for the erf form on a [4160, 1024] block, fwd + bwd 3.9 against
+2.1 ms (benchmarks/README.md). The two agree to 1e-6.
 """
 from __future__ import annotations
 
@@ -9,8 +14,16 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
+_SQRT_HALF = float(np.sqrt(0.5))
+
+
+def gelu_erf(x: jax.Array) -> jax.Array:
+  """Exact GELU (Hendrycks & Gimpel 2016), x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), elementwise, dtype of x."""
+  half = jnp.asarray(0.5, x.dtype)
+  return half * x * (1 + jax.lax.erf(x * jnp.asarray(_SQRT_HALF, x.dtype)))
 
 
 class Mlp(nn.Module):
@@ -24,5 +37,5 @@ class Mlp(nn.Module):
     w = x.shape[-1]
     hidden = int(w * self.mlp_ratio)
     x = nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="c_fc")(x)
-    x = nn.gelu(x, approximate=False)
+    x = gelu_erf(x)
     return nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, name="c_proj")(x)
