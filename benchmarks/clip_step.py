@@ -88,10 +88,15 @@ def main() -> None:
   ap.add_argument("--allocator", default="auto",
                   help="malloc to run under: auto (tcmalloc, else jemalloc, if installed), tcmalloc, jemalloc, "
                        "system (glibc) or a library path; see mmjax/allocator.py")
+  ap.add_argument("--last_block_pooled_only", action="store_true",
+                  help="compute both towers' last block for the pooled token only (same loss and gradients, "
+                       "less work: reported on its own, never as the open_clip ratio)")
   args = ap.parse_args()
 
   model_cfg = ml_collections.ConfigDict(dict(MODEL if args.preset == "anchor" else VIT_B16, dtype=args.dtype,
                                              remat=args.remat))
+  if args.last_block_pooled_only:
+    model_cfg.vision.last_block_pooled_only = model_cfg.text.last_block_pooled_only = True
   size, ctx, vocab = model_cfg.vision.image_size, model_cfg.text.context_length, model_cfg.text.vocab_size
   model = build_model(model_cfg)
   objective = get_objective("clip")
@@ -124,7 +129,7 @@ def main() -> None:
   gflops = flops / step_s / 1e9
   times.sort()
   print(json.dumps({
-      "system": "mmjax", "preset": args.preset, "dtype": args.dtype, "remat": args.remat, "jax": jax.__version__, "backend": jax.default_backend(),
+      "system": "mmjax", "preset": args.preset, "last_block_pooled_only": args.last_block_pooled_only, "dtype": args.dtype, "remat": args.remat, "jax": jax.__version__, "backend": jax.default_backend(),
       "device": jax.devices()[0].device_kind, "machine": platform.machine(), "allocator": active_allocator(), "params": int(n_params),
       "batch": b, "steps": args.steps, "warmup": args.warmup,
       "samples_per_s": round(b * args.steps / elapsed, 2), "step_ms": round(1000 * step_s, 2),

@@ -4,6 +4,8 @@
 -> `ln_final` -> EOT pooling (the token at the last non-pad position) -> `proj` (no bias).
 Tokens are `[BOS?] ... EOT pad pad ...`: every sequence ends with its EOT token followed only by `pad_id`.
 OpenCLIP pools with argmax(token id) (EOT has the largest id); the last non-pad position is the same token.
+last_block_pooled_only=True computes the last block for the EOT token only (as the ViT's option): the same
+embedding and gradients, `out` holds "pooled" and "eot_index" alone.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.encoders.vit import PooledOnly
 from mmjax.errors import MmjaxError
 from mmjax.layers import LN_EPS, Transformer, causal_mask, padding_mask
 
@@ -38,6 +41,7 @@ class TextTransformer(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   remat: str = "none"               # per-block rematerialisation policy (mmjax.layers.transformer)
+  last_block_pooled_only: bool = False   # see the module docstring
 
   @nn.compact
   def __call__(self, tokens: jax.Array, valid: jax.Array | None = None,
@@ -54,16 +58,23 @@ class TextTransformer(nn.Module):
     pos = self.param("pos_embedding", nn.initializers.normal(0.01), (length, w), self.param_dtype)
     x = x + pos.astype(self.dtype)[None]
     mask = causal_mask(length)[None, None] if self.causal else padding_mask(valid)
-    hidden = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
-                         param_dtype=self.param_dtype, remat=self.remat, name="transformer")(x, mask)
-    normed = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
-                          name="ln_final")(hidden)
+    transformer = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
+                              param_dtype=self.param_dtype, remat=self.remat, name="transformer")
+    ln_final = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")
     lengths = jnp.sum(valid.astype(jnp.int32), axis=1)
     eot = jnp.maximum(lengths - 1, 0)
-    pooled = jnp.take_along_axis(normed, eot[:, None, None], axis=1)[:, 0]
+    if self.last_block_pooled_only:
+      pooled = ln_final(transformer(x, mask, last_query_index=eot))[:, 0]
+      hidden = normed = None
+    else:
+      hidden = transformer(x, mask)
+      normed = ln_final(hidden)
+      pooled = jnp.take_along_axis(normed, eot[:, None, None], axis=1)[:, 0]
     emb = pooled
     if self.output_dim is not None:
       emb = nn.Dense(self.output_dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                      kernel_init=nn.initializers.normal(w ** -0.5), name="proj")(pooled)
+    if self.last_block_pooled_only:
+      return emb, PooledOnly(pooled=pooled, eot_index=eot)
     out = {"tokens": hidden, "normed_tokens": normed, "pooled": pooled, "eot_index": eot}
     return emb, out

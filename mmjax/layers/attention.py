@@ -58,6 +58,16 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   return out, weights
 
 
+def select_queries(q: jax.Array, mask: jax.Array | None, index: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+  """q [B, H, T, d], mask broadcastable to [B, H, T, Tk], index int [B] -> (q [B, H, 1, d], the mask's rows)."""
+  b = q.shape[0]
+  q = jnp.take_along_axis(q, index.reshape(b, 1, 1, 1), axis=2)
+  if mask is not None and mask.shape[-2] != 1:
+    mask = jnp.broadcast_to(mask, (b,) + mask.shape[1:])
+    mask = jnp.take_along_axis(mask, index.reshape(b, 1, 1, 1), axis=2)
+  return q, mask
+
+
 def _check_heads(width: int, num_heads: int) -> None:
   if width % num_heads:
     raise MmjaxError(f"attention width {width} is not divisible by num_heads {num_heads}; "
@@ -73,12 +83,17 @@ class MultiHeadAttention(nn.Module):
   out_kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None, return_weights: bool = False):
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, return_weights: bool = False,
+               query_index: jax.Array | None = None):
+    """query_index int [B]: only that token of each sequence queries (keys/values are all tokens); the output
+    is then [B, 1, w], equal to row query_index[b] of the full output."""
     w = x.shape[-1]
     _check_heads(w, self.num_heads)
     qkv = nn.Dense(3 * w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
                    name="in_proj")(x)
     q, k, v = einops.rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.num_heads)
+    if query_index is not None:
+      q, mask = select_queries(q, mask, query_index)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
     out = einops.rearrange(out, "b h t d -> b t (h d)")
     out = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,

@@ -49,10 +49,14 @@ class TransformerBlock(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None, return_weights: bool = False):
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, return_weights: bool = False,
+               query_index: jax.Array | None = None):
+    """query_index int [B]: compute the block's output for that token of each sequence only -> [B, 1, w]."""
     h = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="ln_1")(x)
     h, weights = MultiHeadAttention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                                    name="attn")(h, mask, return_weights=True)
+                                    name="attn")(h, mask, return_weights=True, query_index=query_index)
+    if query_index is not None:
+      x = jnp.take_along_axis(x, query_index.reshape(-1, 1, 1), axis=1)
     x = x + h
     h = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="ln_2")(x)
     x = x + Mlp(self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(h)
@@ -70,9 +74,15 @@ class Transformer(nn.Module):
   remat: str = "none"
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+               last_query_index: jax.Array | None = None) -> jax.Array:
+    """last_query_index int [B]: the last block computes only that token of each sequence (its queries,
+    attention row, out_proj and MLP; keys and values still come from every token) and the stack returns
+    [B, 1, w]: the same values as that row of the full output, for a fraction of the last block's work."""
     block = block_class(self.remat)
     for i in range(self.depth):
-      x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype,
-                           name=f"resblocks_{i}")(x, mask)
+      last = i == self.depth - 1 and last_query_index is not None
+      mod = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype,
+                  name=f"resblocks_{i}")
+      x = mod(x, mask, query_index=last_query_index) if last else mod(x, mask)
     return x
