@@ -8,7 +8,7 @@ DEMO_DIR ?= runs/demo
 # stay together: tests/conftest.py); each sees one CPU device unless a test asks for more.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench fast-malloc clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: install
 
 bench: install
 	$(PY) benchmarks/clip_step.py
+
+# Optional, Debian/Ubuntu as root: tcmalloc, which mmjax.main and the benchmarks then preload by themselves
+# (mmjax/allocator.py: XLA's CPU train steps ~20 % faster). Nothing else needs it.
+fast-malloc:
+	apt-get install -y libtcmalloc-minimal4 || (apt-get update && apt-get install -y libtcmalloc-minimal4)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

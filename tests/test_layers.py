@@ -151,3 +151,17 @@ def test_block_is_pre_ln():
 def test_heads_must_divide_width():
   with pytest.raises(MmjaxError, match="num_heads"):
     MultiHeadAttention(num_heads=3).init(jax.random.key(0), jnp.zeros((1, 2, 8)))
+
+
+def test_run_after_changes_no_value_or_gradient_and_orders_both_passes():
+  from mmjax.layers.ordering import run_after
+  x = jax.random.normal(jax.random.key(0), (3, 4))
+  dep = jax.random.normal(jax.random.key(1), (3, 2))
+  c = jax.random.normal(jax.random.key(2), (3, 4))
+  f = lambda x, dep: jnp.sum(jnp.sin(run_after(x, dep)) * c) + jnp.sum(dep ** 2)
+  gx, gdep = jax.grad(f, argnums=(0, 1))(x, dep)
+  np.testing.assert_array_equal(run_after(x, dep), x)
+  np.testing.assert_allclose(gx, np.cos(np.asarray(x)) * np.asarray(c), rtol=1e-6)
+  np.testing.assert_allclose(gdep, 2 * np.asarray(dep), rtol=1e-6)
+  jaxpr = str(jax.make_jaxpr(jax.grad(f, argnums=(0, 1)))(x, dep))
+  assert jaxpr.count("optimization_barrier") == 2    # one in the forward, one in the backward

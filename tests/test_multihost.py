@@ -57,7 +57,9 @@ def test_two_processes_train_like_one_process_with_four_devices(tmp_path):
   two, one = np.load(tmp_path / "mh.npz"), np.load(tmp_path / "one.npz")
   assert sorted(two) == sorted(one)
   for k in one:
-    np.testing.assert_allclose(two[k], one[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # atol as the other 1-vs-N-device tests: the attention key bias has a zero true gradient (softmax is
+    # shift-invariant), so Adam's g / sqrt(v) turns float rounding into +-1e-6 steps of either sign there.
+    np.testing.assert_allclose(two[k], one[k], rtol=1e-5, atol=1e-5, err_msg=k)
 
 
 @pytest.mark.parametrize("victim", [1])

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from mmjax.encoders.vit import PooledOnly
 from mmjax.errors import MmjaxError
 from mmjax.layers import LN_EPS, Transformer, causal_mask, padding_mask
+from mmjax.layers.ordering import run_after
 
 Dtype = Any
 
@@ -44,8 +45,10 @@ class TextTransformer(nn.Module):
   last_block_pooled_only: bool = False   # see the module docstring
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, valid: jax.Array | None = None,
-               train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(self, tokens: jax.Array, valid: jax.Array | None = None, train: bool = False,
+               after: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """after: an array the tower's forward waits for and whose backward waits for the tower's backward
+    (mmjax.layers.ordering.run_after; values unchanged), e.g. CLIP's image embeddings."""
     if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
       raise MmjaxError(f"text tokens have shape {tuple(tokens.shape)} but model.text.context_length="
                        f"{self.context_length}; pad/truncate the tokens to [B, {self.context_length}] or set "
@@ -57,6 +60,8 @@ class TextTransformer(nn.Module):
                  param_dtype=self.param_dtype, name="token_embedding")(tokens)
     pos = self.param("pos_embedding", nn.initializers.normal(0.01), (length, w), self.param_dtype)
     x = x + pos.astype(self.dtype)[None]
+    if after is not None:
+      x = run_after(x, after)
     mask = causal_mask(length)[None, None] if self.causal else padding_mask(valid)
     transformer = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
                               param_dtype=self.param_dtype, remat=self.remat, name="transformer")

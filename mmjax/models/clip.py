@@ -129,12 +129,12 @@ class CLIP(nn.Module):
   def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
     """-> (zimg [B, E], ztxt [B, E], {"logit_scale": raw (), "logit_bias": raw () or None})."""
     zimg = self.encode_image(images, train=train)
-    # An identity that orders the towers: the text tower starts once the image tower is done. On CPU, XLA
-    # otherwise runs the two towers' ops concurrently on the same cores, each with half of them and the
-    # caches shared; one after the other is ~3 % faster per train step (benchmarks/README.md). Accelerators
-    # run the ops of one program in sequence anyway.
-    tokens, zimg = jax.lax.optimization_barrier((tokens, zimg))
-    ztxt = self.encode_text(tokens, train=train)
+    # The text tower runs after the image tower, and its backward before the image tower's (run_after: values
+    # unchanged). On CPU, XLA otherwise runs the two towers' ops concurrently on the same cores, each with half
+    # of them and the caches shared, which is slower (benchmarks/README.md). Accelerators run the ops of one
+    # program in sequence anyway.
+    emb, _ = self.text_tower(tokens, train=train, after=zimg)
+    ztxt = l2_normalize(emb)
     bias = self.logit_bias if self.logit_bias_init is not None else None
     return zimg, ztxt, {"logit_scale": self.logit_scale, "logit_bias": bias}
 

@@ -1,0 +1,117 @@
+"""What each CPU change gained on the open_clip anchor's CLIP train step, measured side by side.
+
+  python benchmarks/clip_step_ablation.py [--rounds 8] [--steps 3] [--batch 64]
+
+Two processes, one per malloc (glibc's, then tcmalloc/jemalloc as `mmjax.main` picks it: mmjax/allocator.py).
+Each compiles the step for every code variant below and times them alternately (`--rounds` rounds of `--steps`
+steps each), so that machine noise falls on all variants alike:
+  base       the step as of 2026-11-30: GELU through erfc (jax.nn.gelu), the two towers free to run concurrently
+  +erf       GELU in its erf form (mmjax.layers.mlp.gelu_erf, torch's formula)
+  +ordered   + the text tower ordered after the image tower (the optimization_barrier in CLIP.__call__): the
+             default now
+  +pooled    + last_block_pooled_only on both towers: less work, same loss and gradients; reported on its
+             own line, never as the open_clip ratio
+The variants are made by patching those two functions while the step is traced. Prints one JSON line per
+(malloc, variant), then one summary line with each median step time relative to base under glibc.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+VARIANTS = ("base", "+erf", "+ordered", "+pooled")
+
+
+def child(args) -> None:
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  import numpy as np
+
+  import mmjax.layers.mlp as mlp
+  from clip_step import MODEL, OPTIM
+  from mmjax.allocator import active_allocator
+  from mmjax.models import build_model
+  from mmjax.objectives import get_objective
+  from mmjax.train import optim
+  from mmjax.train.state import TrainState
+  from mmjax.train.step import make_train_step
+
+  erf_gelu, barrier = mlp.gelu_erf, jax.lax.optimization_barrier
+  rng = np.random.default_rng(0)
+  b = args.batch
+  batch = {"image": jnp.asarray(rng.standard_normal((b, 64, 64, 3), np.float32)),
+           "tokens": jnp.asarray(rng.integers(1, 1024, (b, 32)).astype(np.int32))}
+  runs = {}
+  for variant in VARIANTS:
+    cfg = ml_collections.ConfigDict(dict(MODEL, dtype="float32", remat="none"))
+    if variant == "+pooled":
+      cfg.vision.last_block_pooled_only = cfg.text.last_block_pooled_only = True
+    model = build_model(cfg)
+    tx, schedule = optim.make_optimizer(ml_collections.ConfigDict(OPTIM), total_steps=10 ** 6)
+    step = jax.jit(make_train_step(get_objective("clip"), model, tx, schedule), donate_argnums=(0,))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                       rng=jax.random.PRNGKey(1))
+    mlp.gelu_erf = erf_gelu if variant != "base" else (lambda x: jax.nn.gelu(x, approximate=False))
+    jax.lax.optimization_barrier = barrier if variant not in ("base", "+erf") else (lambda x: x)
+    try:
+      step = step.lower(state, batch).compile()   # traced and compiled under the patches
+    finally:
+      mlp.gelu_erf, jax.lax.optimization_barrier = erf_gelu, barrier
+    state, _ = step(state, batch)
+    jax.block_until_ready(state)
+    runs[variant] = [step, state, []]
+  for _ in range(args.rounds):
+    for variant in VARIANTS:
+      step, state, times = runs[variant]
+      for _ in range(args.steps):
+        t = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t)
+      runs[variant][1] = state
+  for variant in VARIANTS:
+    times = sorted(runs[variant][2])
+    med = times[len(times) // 2]
+    print(json.dumps({"allocator": active_allocator(), "variant": variant, "steps_timed": len(times),
+                      "step_ms_median": round(1000 * med, 1), "step_ms_p25": round(1000 * times[len(times) // 4], 1),
+                      "samples_per_s_median": round(b / med, 2)}), flush=True)
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--rounds", type=int, default=8)
+  ap.add_argument("--steps", type=int, default=3)
+  ap.add_argument("--batch", type=int, default=64)
+  ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+  args = ap.parse_args()
+  if args.child is not None:
+    from mmjax.allocator import reexec_with_allocator
+    reexec_with_allocator(args.child)
+    child(args)
+    return
+  rows = []
+  for alloc in ("system", "auto"):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", alloc, "--rounds", str(args.rounds),
+           "--steps", str(args.steps), "--batch", str(args.batch)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+      if line.startswith("{"):
+        print(line, flush=True)
+        rows.append(json.loads(line))
+  base = next(r["step_ms_median"] for r in rows if r["allocator"] == "system" and r["variant"] == "base")
+  print(json.dumps({"benchmark": "clip_step_ablation", "relative_to_glibc_base": {
+      f"{'glibc' if r['allocator'] == 'system' else os.path.basename(r['allocator'])} {r['variant']}":
+      round(r["step_ms_median"] / base, 3) for r in rows}}))
+
+
+if __name__ == "__main__":
+  main()
