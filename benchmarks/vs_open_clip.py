@@ -2,7 +2,7 @@
 
   python benchmarks/vs_open_clip.py [--openclip_python .venv-openclip/bin/python] [--batch 64] [--steps 20]
                                     [--rounds 2] [--allocator auto] [--open_clip_allocator system]
-                                    [--extra "--flag value"]
+                                    [--extra="--last_block_pooled_only"]
 
 Runs ../shared/bench/openclip_anchor.py with the open_clip environment (see ../shared/bench/README.md for how to
 create `.venv-openclip`) and benchmarks/clip_step.py with this one, alternately for `--rounds` rounds (never at the
@@ -11,7 +11,8 @@ ratio = mmjax / open_clip of the best rounds, mmjax's MFU against the f32 2048^2
 --allocator is the malloc mmjax's step runs under (clip_step.py --allocator: by default tcmalloc or jemalloc when
 installed, as `mmjax.main` does); --open_clip_allocator the one the anchor runs under (default "system": the
 anchor exactly as shipped; "auto" or a path preloads the same library for a like-for-like check). Both are in the
-JSON. --extra passes more flags to clip_step.py (e.g. a variant reported on its own line, never as the ratio).
+JSON. --extra="..." (with "=") passes more flags to clip_step.py, e.g. a variant reported on its own line, never
+as the ratio.
 """
 from __future__ import annotations
 
