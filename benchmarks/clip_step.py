@@ -77,6 +77,21 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10, dtype=jnp.float32) -> floa
   return 2 * n ** 3 / best / 1e9
 
 
+def make_step(model_cfg, batch_size: int, total_steps: int):
+  """-> (jitted train step donating its state, initial TrainState, random batch made once with seed 0)."""
+  size, ctx, vocab = model_cfg.vision.image_size, model_cfg.text.context_length, model_cfg.text.vocab_size
+  model = build_model(model_cfg)
+  tx, schedule = optim.make_optimizer(ml_collections.ConfigDict(OPTIM), total_steps=total_steps)
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.standard_normal((batch_size, size, size, 3), np.float32)),
+           "tokens": jnp.asarray(rng.integers(1, vocab, (batch_size, ctx)).astype(np.int32))}
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(1))
+  step = jax.jit(make_train_step(get_objective("clip"), model, tx, schedule), donate_argnums=(0,))
+  return step, state, batch
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--batch", type=int, default=64)
@@ -97,19 +112,9 @@ def main() -> None:
                                              remat=args.remat))
   if args.last_block_pooled_only:
     model_cfg.vision.last_block_pooled_only = model_cfg.text.last_block_pooled_only = True
-  size, ctx, vocab = model_cfg.vision.image_size, model_cfg.text.context_length, model_cfg.text.vocab_size
-  model = build_model(model_cfg)
-  objective = get_objective("clip")
-  tx, schedule = optim.make_optimizer(ml_collections.ConfigDict(OPTIM), total_steps=args.steps + args.warmup)
-  rng = np.random.default_rng(0)
   b = args.batch
-  batch = {"image": jnp.asarray(rng.standard_normal((b, size, size, 3), np.float32)),
-           "tokens": jnp.asarray(rng.integers(1, vocab, (b, ctx)).astype(np.int32))}
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]
-  n_params = sum(x.size for x in jax.tree.leaves(params))
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                     rng=jax.random.PRNGKey(1))
-  step = jax.jit(make_train_step(objective, model, tx, schedule), donate_argnums=(0,))
+  step, state, batch = make_step(model_cfg, b, total_steps=args.steps + args.warmup)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
 
   for _ in range(args.warmup):
     state, metrics = step(state, batch)

@@ -31,35 +31,20 @@ VARIANTS = ("base", "+erf", "+ordered", "+pooled")
 
 def child(args) -> None:
   import jax
-  import jax.numpy as jnp
   import ml_collections
-  import numpy as np
 
   import mmjax.layers.mlp as mlp
-  from clip_step import MODEL, OPTIM
+  from clip_step import MODEL, make_step
   from mmjax.allocator import active_allocator
-  from mmjax.models import build_model
-  from mmjax.objectives import get_objective
-  from mmjax.train import optim
-  from mmjax.train.state import TrainState
-  from mmjax.train.step import make_train_step
 
   erf_gelu, barrier = mlp.gelu_erf, jax.lax.optimization_barrier
-  rng = np.random.default_rng(0)
   b = args.batch
-  batch = {"image": jnp.asarray(rng.standard_normal((b, 64, 64, 3), np.float32)),
-           "tokens": jnp.asarray(rng.integers(1, 1024, (b, 32)).astype(np.int32))}
   runs = {}
   for variant in VARIANTS:
     cfg = ml_collections.ConfigDict(dict(MODEL, dtype="float32", remat="none"))
     if variant == "+pooled":
       cfg.vision.last_block_pooled_only = cfg.text.last_block_pooled_only = True
-    model = build_model(cfg)
-    tx, schedule = optim.make_optimizer(ml_collections.ConfigDict(OPTIM), total_steps=10 ** 6)
-    step = jax.jit(make_train_step(get_objective("clip"), model, tx, schedule), donate_argnums=(0,))
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                       rng=jax.random.PRNGKey(1))
+    step, state, batch = make_step(cfg, b, total_steps=10 ** 6)
     mlp.gelu_erf = erf_gelu if variant != "base" else (lambda x: jax.nn.gelu(x, approximate=False))
     jax.lax.optimization_barrier = barrier if variant not in ("base", "+erf") else (lambda x: x)
     try:

@@ -20,8 +20,8 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import shlex
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))

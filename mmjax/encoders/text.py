@@ -70,16 +70,14 @@ class TextTransformer(nn.Module):
     eot = jnp.maximum(lengths - 1, 0)
     if self.last_block_pooled_only:
       pooled = ln_final(transformer(x, mask, last_query_index=eot))[:, 0]
-      hidden = normed = None
+      out = PooledOnly(pooled=pooled, eot_index=eot)
     else:
       hidden = transformer(x, mask)
       normed = ln_final(hidden)
       pooled = jnp.take_along_axis(normed, eot[:, None, None], axis=1)[:, 0]
+      out = {"tokens": hidden, "normed_tokens": normed, "pooled": pooled, "eot_index": eot}
     emb = pooled
     if self.output_dim is not None:
       emb = nn.Dense(self.output_dim, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
                      kernel_init=nn.initializers.normal(w ** -0.5), name="proj")(pooled)
-    if self.last_block_pooled_only:
-      return emb, PooledOnly(pooled=pooled, eot_index=eot)
-    out = {"tokens": hidden, "normed_tokens": normed, "pooled": pooled, "eot_index": eot}
     return emb, out

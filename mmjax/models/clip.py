@@ -92,9 +92,10 @@ class CLIP(nn.Module):
     emb, _ = self.vision_tower(images, train=train)
     return l2_normalize(emb) if normalize else emb
 
-  def encode_text(self, tokens: jax.Array, normalize: bool = True, train: bool = False) -> jax.Array:
-    """tokens int32 [B, L] -> [B, E] (float32; unit norm when normalize)."""
-    emb, _ = self.text_tower(tokens, train=train)
+  def encode_text(self, tokens: jax.Array, normalize: bool = True, train: bool = False,
+                  after: jax.Array | None = None) -> jax.Array:
+    """tokens int32 [B, L] -> [B, E] (float32; unit norm when normalize). after: see TextTransformer."""
+    emb, _ = self.text_tower(tokens, train=train, after=after)
     return l2_normalize(emb) if normalize else emb
 
   def _project_tokens(self, tower: nn.Module, tokens: jax.Array) -> jax.Array:
@@ -133,8 +134,7 @@ class CLIP(nn.Module):
     # unchanged). On CPU, XLA otherwise runs the two towers' ops concurrently on the same cores, each with half
     # of them and the caches shared, which is slower (benchmarks/README.md). Accelerators run the ops of one
     # program in sequence anyway.
-    emb, _ = self.text_tower(tokens, train=train, after=zimg)
-    ztxt = l2_normalize(emb)
+    ztxt = self.encode_text(tokens, train=train, after=zimg)
     bias = self.logit_bias if self.logit_bias_init is not None else None
     return zimg, ztxt, {"logit_scale": self.logit_scale, "logit_bias": bias}
 
