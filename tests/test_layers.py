@@ -11,6 +11,7 @@ import pytest
 from mmjax.errors import MmjaxError
 from mmjax.layers import (CrossAttention, Mlp, MultiHeadAttention, Transformer, TransformerBlock, causal_mask,
                           padding_mask)
+from mmjax.layers.attention import split_heads
 from mmjax.layers.mlp import gelu_erf
 
 RTOL = ATOL = 2e-5
@@ -78,6 +79,40 @@ def test_mha_matches_numpy_and_returns_weights():
   additive = jnp.where(jnp.asarray(mask), 0.0, -jnp.inf)
   np.testing.assert_allclose(mha.apply({"params": params}, x, additive),
                              mha.apply({"params": params}, x, jnp.asarray(mask)), rtol=1e-6, atol=1e-6)
+
+
+def test_split_heads_and_its_gradient_match_numpy():
+  """split_heads is a permutation: its VJP must be the inverse permutation of the cotangents (NumPy)."""
+  b, t, parts, h, d = 2, 3, 3, 2, 4
+  x = jax.random.normal(jax.random.key(0), (b, t, parts * h * d))
+  outs, vjp = jax.vjp(lambda a: split_heads(a, parts, h), x)
+  ref = np.asarray(x).reshape(b, t, parts, h, d).transpose(2, 0, 3, 1, 4)
+  assert len(outs) == parts
+  for i in range(parts):
+    np.testing.assert_array_equal(outs[i], ref[i])
+  cts = tuple(jax.random.normal(jax.random.key(i + 1), (b, h, t, d)) for i in range(parts))
+  (gx,) = vjp(cts)
+  np.testing.assert_array_equal(gx, np.stack([np.asarray(c) for c in cts]).transpose(1, 3, 0, 2, 4).reshape(x.shape))
+
+
+def test_mha_gradient_matches_plain_slicing_reference():
+  """Gradients through the custom split_heads VJP equal autodiff of a plain slice-and-reshape attention."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 8))
+  mha = MultiHeadAttention(num_heads=2)
+  params = mha.init(jax.random.key(1), x)["params"]
+  cot = jax.random.normal(jax.random.key(2), (2, 5, 8))
+
+  def ref(p, x):
+    qkv = x @ p["in_proj"]["kernel"] + p["in_proj"]["bias"]
+    split = lambda a: a.reshape(2, 5, 2, 4).transpose(0, 2, 1, 3)
+    q, k, v = split(qkv[..., :8]), split(qkv[..., 8:16]), split(qkv[..., 16:])
+    o = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / 2.0, axis=-1) @ v
+    return o.transpose(0, 2, 1, 3).reshape(2, 5, 8) @ p["out_proj"]["kernel"] + p["out_proj"]["bias"]
+
+  got = jax.grad(lambda p, x: jnp.sum(mha.apply({"params": p}, x) * cot), argnums=(0, 1))(params, x)
+  want = jax.grad(lambda p, x: jnp.sum(ref(p, x) * cot), argnums=(0, 1))(params, x)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_cross_attention_matches_numpy():

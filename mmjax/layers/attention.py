@@ -9,6 +9,7 @@ broadcastable to [B, H, Tq, Tk], e.g. [Tq, Tk] (causal) or [B, 1, 1, Tk] (key pa
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import einops
@@ -58,6 +59,28 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   return out, weights
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def split_heads(x: jax.Array, parts: int, num_heads: int) -> tuple[jax.Array, ...]:
+  """x [B, T, parts * H * d] (parts | heads | d, as in_proj's columns) -> `parts` arrays [B, H, T, d].
+
+  Its gradient stacks the parts back into [B, T, parts * H * d] in one transpose. Autodiff of the plain rearrange
+  and unpacking instead pads each part's gradient to the full [parts, B, H, T, d], sums the pads and transposes
+  the sum, which XLA CPU then materialises twice (for the bias and the kernel gradients): 3x the memory traffic.
+  """
+  return tuple(einops.rearrange(x, "b t (parts h d) -> parts b h t d", parts=parts, h=num_heads))
+
+
+def _split_heads_fwd(x, parts, num_heads):
+  return split_heads(x, parts, num_heads), None
+
+
+def _split_heads_bwd(parts, num_heads, _, grads):
+  return (einops.rearrange(jnp.stack(grads), "parts b h t d -> b t (parts h d)"),)
+
+
+split_heads.defvjp(_split_heads_fwd, _split_heads_bwd)
+
+
 def select_queries(q: jax.Array, mask: jax.Array | None, index: jax.Array) -> tuple[jax.Array, jax.Array | None]:
   """q [B, H, T, d], mask broadcastable to [B, H, T, Tk], index int [B] -> (q [B, H, 1, d], the mask's rows)."""
   b = q.shape[0]
@@ -87,17 +110,18 @@ class MultiHeadAttention(nn.Module):
                query_index: jax.Array | None = None):
     """query_index int [B]: only that token of each sequence queries (keys/values are all tokens); the output
     is then [B, 1, w], equal to row query_index[b] of the full output."""
-    w = x.shape[-1]
+    b, t, w = x.shape
     _check_heads(w, self.num_heads)
     qkv = nn.Dense(3 * w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
-                   name="in_proj")(x)
-    q, k, v = einops.rearrange(qkv, "b t (three h d) -> three b h t d", three=3, h=self.num_heads)
+                   name="in_proj")(x.reshape(b * t, w))  # 2-D Dense: see Mlp
+    q, k, v = split_heads(qkv.reshape(b, t, 3 * w), 3, self.num_heads)
     if query_index is not None:
       q, mask = select_queries(q, mask, query_index)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
-    out = einops.rearrange(out, "b h t d -> b t (h d)")
+    tq = out.shape[2]
+    out = einops.rearrange(out, "b h t d -> (b t) (h d)")
     out = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
-                   name="out_proj")(out)
+                   name="out_proj")(out).reshape(b, tq, w)
     return (out, weights) if return_weights else out
 
 
@@ -121,8 +145,8 @@ class CrossAttention(nn.Module):
     dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init)
     q = nn.Dense(w, name="q_proj", **dense)(x)
     kv = nn.Dense(2 * w, name="kv_proj", **dense)(context)
-    q = einops.rearrange(q, "b t (h d) -> b h t d", h=self.num_heads)
-    k, v = einops.rearrange(kv, "b t (two h d) -> two b h t d", two=2, h=self.num_heads)
+    q, = split_heads(q, 1, self.num_heads)
+    k, v = split_heads(kv, 2, self.num_heads)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
     out = einops.rearrange(out, "b h t d -> b t (h d)")
     out = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
