@@ -12,7 +12,7 @@ from mmjax.errors import MmjaxError
 from mmjax.layers import (CrossAttention, Mlp, MultiHeadAttention, Transformer, TransformerBlock, causal_mask,
                           padding_mask)
 from mmjax.layers.attention import split_heads
-from mmjax.layers.mlp import gelu_erf
+from mmjax.layers.mlp import gelu_erf, wide_input_dot_general
 
 RTOL = ATOL = 2e-5
 
@@ -158,6 +158,25 @@ def test_mlp_uses_exact_erf_gelu():
   # The tanh approximation would differ from the exact GELU by more than the tolerance here.
   h = jnp.linspace(-4, 4, 101)
   assert float(jnp.abs(jax.nn.gelu(h, approximate=True) - jax.nn.gelu(h, approximate=False)).max()) > 1e-4
+
+
+def test_wide_input_dot_general_is_the_plain_product_with_a_materialised_transpose():
+  x = jax.random.normal(jax.random.key(0), (12, 16))
+  w = jax.random.normal(jax.random.key(1), (16, 4))
+  dy = jax.random.normal(jax.random.key(2), (12, 4))
+  dims = (((1,), (0,)), ((), ()))
+  y, vjp = jax.vjp(lambda a, b: wide_input_dot_general(a, b, dims), x, w)
+  xn, wn, dyn = (np.asarray(a, np.float64) for a in (x, w, dy))
+  np.testing.assert_allclose(y, xn @ wn, rtol=1e-5, atol=1e-5)
+  dx, dw = vjp(dy)
+  np.testing.assert_allclose(dx, dyn @ wn.T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, xn.T @ dyn, rtol=1e-5, atol=1e-5)
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda b: wide_input_dot_general(x, b, dims).sum()))(w))
+  assert ("optimization_barrier" in jaxpr) == (jax.default_backend() == "cpu")
+  # Anything but a plain 2-D Dense product is lax.dot_general itself.
+  x3 = x.reshape(3, 4, 16)
+  np.testing.assert_allclose(wide_input_dot_general(x3, w, (((2,), (0,)), ((), ()))), np.asarray(x3) @ wn,
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_gelu_erf_matches_math_erf_and_its_derivative():
