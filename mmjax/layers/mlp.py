@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.layers.ordering import materialized
+
 Dtype = Any
 _SQRT_HALF = float(np.sqrt(0.5))
 
@@ -34,8 +36,7 @@ def _mtig_fwd(x, w):
 
 def _mtig_bwd(res, dy):
   x, w = res
-  # The barrier keeps XLA from folding the transpose back into the dot as a transposed operand.
-  return dy @ w.T, jax.lax.optimization_barrier(x.T) @ dy
+  return dy @ w.T, materialized(x.T) @ dy
 
 
 _matmul_transposed_input_grad.defvjp(_mtig_fwd, _mtig_bwd)
@@ -53,7 +54,7 @@ def wide_input_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, pr
   """
   plain = (lhs.ndim == 2 and rhs.ndim == 2 and tuple(map(tuple, dimension_numbers[0])) == ((1,), (0,))
            and not any(dimension_numbers[1]) and precision is None and preferred_element_type is None)
-  if plain and jax.default_backend() == "cpu":
+  if plain and jax.default_backend() == "cpu":  # elsewhere the transpose would only cost a copy
     return _matmul_transposed_input_grad(lhs, rhs)
   return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                              preferred_element_type=preferred_element_type)

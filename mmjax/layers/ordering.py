@@ -1,8 +1,13 @@
-"""Scheduling hints that change no value: make one part of a program run after another.
+"""Scheduling and layout hints that change no value: make one part of a program run after another; materialise
+an array XLA would otherwise fold into its consumer.
 
 XLA's CPU runtime runs independent ops concurrently on the same cores; for two big independent subgraphs (CLIP's
 image and text towers) that splits the cores and their caches between them and is slower than running one after
 the other (benchmarks/README.md). Accelerators run one program's ops in sequence anyway, so there this is a no-op.
+
+`materialized` is for transposes feeding a dot on CPU: XLA CPU hands a dot to YNNPACK only when both operands are
+row-major in their contraction, and otherwise runs it in Eigen at 60-80 % of that speed; XLA folds a plain
+transpose back into the dot as a transposed operand, so the transpose must be hidden behind a barrier.
 """
 from __future__ import annotations
 
@@ -28,3 +33,8 @@ def _run_after_bwd(dep, g):
 
 
 run_after.defvjp(_run_after_fwd, _run_after_bwd)
+
+
+def materialized(x: jax.Array) -> jax.Array:
+  """x, computed into its own buffer (an `optimization_barrier`) when compiling for CPU; x itself elsewhere."""
+  return jax.lax.optimization_barrier(x) if jax.default_backend() == "cpu" else x
