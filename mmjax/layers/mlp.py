@@ -49,7 +49,8 @@ def wide_input_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, pr
   Same values and gradients. On the CPU backend the kernel gradient x^T dy is computed from a materialised x^T
   [K, N]: XLA CPU sends a dot to YNNPACK only when both operands are row-major in their contraction, and
   otherwise to Eigen, which runs x^T dy at 130 GFLOP/s against 165 for YNNPACK on [4160, 1024]^T [4160, 256]
-  here; the transpose of x costs less than the difference (-4 % on the CLIP step, benchmarks/README.md).
+  here; the transpose of x costs less than the difference (-1.6 % on the CLIP step in a paired A/B,
+  benchmarks/README.md).
   Any other call, or another backend, is plain `lax.dot_general`.
   """
   plain = (lhs.ndim == 2 and rhs.ndim == 2 and tuple(map(tuple, dimension_numbers[0])) == ((1,), (0,))
@@ -77,7 +78,7 @@ class Mlp(nn.Module):
     *lead, w = x.shape
     hidden = int(w * self.mlp_ratio)
     # Dense on [N, w], not [B, T, w]: the kernel gradient is then one 2-D dot x^T dy; from 3-D operands XLA CPU
-    # first writes a transposed copy of dy (measured: 8 % of the CLIP step). Same values.
+    # first writes a transposed copy of dy (11 % of the CLIP step: benchmarks/README.md). Same values.
     x = x.reshape(-1, w)
     x = nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="c_fc")(x)
     x = gelu_erf(x)
