@@ -10,13 +10,14 @@ steps each), so that machine noise falls on all variants alike:
              c_proj's kernel gradient as XLA's transposed-operand dot
   +erf       GELU in its erf form (mmjax.layers.mlp.gelu_erf, torch's formula)
   +ordered   + the text tower ordered after the image tower (the optimization_barrier in CLIP.__call__)
-  +2d        + Mlp and MultiHeadAttention apply their Dense layers to [B*T, w] (no transposed copy of dy before
+  +2d        + attention and MLP Dense layers applied to [B*T, w] (mlp.dense_2d: no transposed copy of dy before
              each kernel-gradient dot)
   +split     + mmjax.layers.attention.split_heads (one transpose for the q/k/v gradients)
   +wide      + Mlp.c_proj's kernel gradient from a materialised x^T (mlp.wide_input_dot_general): the default now
   +pooled    + last_block_pooled_only on both towers: less work, same loss and gradients; reported on its
              own line, never as the open_clip ratio
-The variants are made by patching those functions while the step is traced (for base..+ordered, a\nstand-in for flax's lax reshapes nn.Dense's 2-D input back to [B, T, w]). Prints one JSON line per
+The variants are made by patching those functions while the step is traced (for base..+ordered, a
+stand-in for flax's lax reshapes nn.Dense's 2-D input back to [B, T, w]). Prints one JSON line per
 (malloc, variant), then one summary line with each median step time relative to base under glibc.
 """
 from __future__ import annotations

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import MmjaxError
+from mmjax.layers.mlp import dense_2d
 
 Dtype = Any
 
@@ -110,18 +111,16 @@ class MultiHeadAttention(nn.Module):
                query_index: jax.Array | None = None):
     """query_index int [B]: only that token of each sequence queries (keys/values are all tokens); the output
     is then [B, 1, w], equal to row query_index[b] of the full output."""
-    b, t, w = x.shape
+    w = x.shape[-1]
     _check_heads(w, self.num_heads)
-    qkv = nn.Dense(3 * w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
-                   name="in_proj")(x.reshape(b * t, w))  # 2-D Dense: see Mlp
-    q, k, v = split_heads(qkv.reshape(b, t, 3 * w), 3, self.num_heads)
+    qkv = dense_2d(nn.Dense(3 * w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
+                            name="in_proj"), x)
+    q, k, v = split_heads(qkv, 3, self.num_heads)
     if query_index is not None:
       q, mask = select_queries(q, mask, query_index)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
-    tq = out.shape[2]
-    out = einops.rearrange(out, "b h t d -> (b t) (h d)")
-    out = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
-                   name="out_proj")(out).reshape(b, tq, w)
+    out = dense_2d(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
+                            name="out_proj"), einops.rearrange(out, "b h t d -> b t (h d)"))
     return (out, weights) if return_weights else out
 
 
@@ -143,14 +142,11 @@ class CrossAttention(nn.Module):
     w = x.shape[-1]
     _check_heads(w, self.num_heads)
     dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init)
-    q = nn.Dense(w, name="q_proj", **dense)(x)
-    kv = nn.Dense(2 * w, name="kv_proj", **dense)(context)
-    q, = split_heads(q, 1, self.num_heads)
-    k, v = split_heads(kv, 2, self.num_heads)
+    q, = split_heads(dense_2d(nn.Dense(w, name="q_proj", **dense), x), 1, self.num_heads)
+    k, v = split_heads(dense_2d(nn.Dense(2 * w, name="kv_proj", **dense), context), 2, self.num_heads)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
-    out = einops.rearrange(out, "b h t d -> b t (h d)")
-    out = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
-                   name="out_proj")(out)
+    out = dense_2d(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
+                            name="out_proj"), einops.rearrange(out, "b h t d -> b t (h d)"))
     return (out, weights) if return_weights else out
 
 

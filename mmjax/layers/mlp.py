@@ -48,7 +48,7 @@ def wide_input_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, pr
 
   Same values and gradients. On the CPU backend the kernel gradient x^T dy is computed from a materialised x^T
   [K, N]: XLA CPU sends a dot to YNNPACK only when both operands are row-major in their contraction, and
-  otherwise to Eigen, which runs x^T dy at 130 GFLOP/s against 165 for YNNPACK on [4160, 1024]^T [4160, 256]
+  otherwise to Eigen, which runs x^T dy at 130 GFLOP/s against 163 for YNNPACK on [4160, 1024]^T [4160, 256]
   here; the transpose of x costs less than the difference (-1.6 % on the CLIP step in a paired A/B,
   benchmarks/README.md).
   Any other call, or another backend, is plain `lax.dot_general`.
@@ -59,6 +59,16 @@ def wide_input_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, pr
     return _matmul_transposed_input_grad(lhs, rhs)
   return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                              preferred_element_type=preferred_element_type)
+
+
+def dense_2d(layer: nn.Module, x: jax.Array) -> jax.Array:
+  """`layer` (an nn.Dense) applied to x [..., w] as [N, w], reshaped back to [..., features]. Same values.
+
+  The kernel gradient is then one 2-D dot x^T dy. From [B, T, w] operands XLA CPU first writes a transposed copy
+  of dy and then runs the dot on that (11 % of the CLIP step: benchmarks/README.md).
+  """
+  y = layer(x.reshape(-1, x.shape[-1]))
+  return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 def gelu_erf(x: jax.Array) -> jax.Array:
@@ -75,12 +85,8 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    *lead, w = x.shape
+    w = x.shape[-1]
     hidden = int(w * self.mlp_ratio)
-    # Dense on [N, w], not [B, T, w]: the kernel gradient is then one 2-D dot x^T dy; from 3-D operands XLA CPU
-    # first writes a transposed copy of dy (11 % of the CLIP step: benchmarks/README.md). Same values.
-    x = x.reshape(-1, w)
-    x = nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="c_fc")(x)
-    x = gelu_erf(x)
-    return nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, dot_general=wide_input_dot_general,
-                    name="c_proj")(x).reshape(*lead, w)
+    x = gelu_erf(dense_2d(nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="c_fc"), x))
+    return dense_2d(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype,
+                             dot_general=wide_input_dot_general, name="c_proj"), x)
