@@ -48,16 +48,16 @@ def test_clip_embeddings_and_gradients_equal_the_full_model(remat):
   tokens = jnp.array([[4, 5, 39, 0, 0, 0], [7, 39, 0, 0, 0, 0], [1, 2, 3, 4, 5, 39], [9, 8, 39, 0, 0, 0]],
                      jnp.int32)
   full, pruned = _tiny(False, remat), _tiny(True, remat)
-  params = full.init(jax.random.key(1), images, tokens)["params"]
-  params_pruned = pruned.init(jax.random.key(1), images, tokens)["params"]
+  params = jax.jit(full.init)(jax.random.key(1), images, tokens)["params"]
+  params_pruned = jax.jit(pruned.init)(jax.random.key(1), images, tokens)["params"]
   jax.tree.map(np.testing.assert_array_equal, params, params_pruned)   # same tree, same initial values
 
   def loss(model, p):
     zimg, ztxt, extra = model.apply({"params": p}, images, tokens)
     return clip_loss(zimg, ztxt, extra["logit_scale"])[0], (zimg, ztxt)
 
-  (l_full, z_full), g_full = jax.value_and_grad(lambda p: loss(full, p), has_aux=True)(params)
-  (l_pruned, z_pruned), g_pruned = jax.value_and_grad(lambda p: loss(pruned, p), has_aux=True)(params)
+  (l_full, z_full), g_full = jax.jit(jax.value_and_grad(lambda p: loss(full, p), has_aux=True))(params)
+  (l_pruned, z_pruned), g_pruned = jax.jit(jax.value_and_grad(lambda p: loss(pruned, p), has_aux=True))(params)
   np.testing.assert_allclose(l_pruned, l_full, **TOL)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), z_pruned, z_full)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **GRAD_TOL), g_pruned, g_full)
@@ -69,7 +69,7 @@ def test_token_outputs_are_refused_when_pruned():
   model = _tiny(True)
   images = jnp.zeros((1, 16, 16, 3))
   tokens = jnp.array([[4, 39, 0, 0, 0, 0]], jnp.int32)
-  params = model.init(jax.random.key(0), images, tokens)["params"]
+  params = jax.jit(model.init)(jax.random.key(0), images, tokens)["params"]
   with pytest.raises(MmjaxError, match="last_block_pooled_only=True.*'normed_tokens' does not exist"):
     model.apply({"params": params}, images, method="encode_image_tokens")
   gap = {**TINY, "vision": dict(TINY["vision"], pool="gap", last_block_pooled_only=True)}

@@ -80,11 +80,11 @@ def test_fsdp_equals_replicated_and_shards_optimizer_state(tmp_path, tmp_path_fa
 def residual_bytes(remat: str, x: jax.Array) -> tuple[int, jax.Array]:
   """Bytes the backward pass keeps (the leaves of the VJP closure, minus the inputs) and the input gradient."""
   model = Transformer(depth=4, num_heads=2, remat=remat)
-  params = model.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   loss = lambda p, x: jnp.sum(model.apply(p, x) ** 2)  # noqa: E731
   _, vjp = jax.vjp(loss, params, x)
   kept = sum(leaf.nbytes for leaf in jax.tree.leaves(vjp))
-  return kept, jax.grad(loss, argnums=(0, 1))(params, x)
+  return kept, jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
 
 
 def test_remat_policies_keep_less_and_change_no_gradient():

@@ -321,6 +321,7 @@ def test_worker_install_and_usage_errors(tmp_path):
 
 # Stand-ins for SLURM's commands and the trainer, recording what they were asked to do under $FAKE_DIR.
 FAKE_SLURM_PYTHON = """#!/bin/bash
+trap 'exit 75' TERM
 echo $$ > "$FAKE_DIR/py.pid"
 echo "$*" > "$FAKE_DIR/args"
 env > "$FAKE_DIR/env"
@@ -328,7 +329,6 @@ case "$FAKE_MODE" in
   exit0) exit 0 ;;
   exit75) exit 75 ;;
 esac
-trap 'exit 75' TERM
 while true; do sleep 0.05; done
 """
 FAKE_SRUN = """#!/bin/bash
