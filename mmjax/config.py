@@ -36,7 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
       name="adamw", lr=1e-3, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1,
       warmup_steps=100, schedule="cosine", end_lr_factor=0.0, clip_grad_norm=1.0,
       # Parameters whose path matches this regex get no weight decay (biases, norms, temperature, embeddings of position).
-      no_decay_regex=r"(bias|scale|logit_scale|logit_bias|pos_embedding|cls)$"))
+      no_decay_regex=r"(bias|scale|logit_scale|logit_bias|pos_embedding|cls)$",
+      # (regex, lo, hi): parameters kept in [lo, hi] after each update (mmjax.train.optim.clamp_params). As
+      # OpenCLIP: logit_scale in [0, log 100]; the losses use exp(logit_scale) unclamped.
+      clamp=((r"(^|/)logit_scale$", 0.0, 4.605170185988092),)))
 
   c.data = ml_collections.ConfigDict(dict(
       name="shapes", image_size=64, min_shapes=1, max_shapes=1, noise_std=0.03,

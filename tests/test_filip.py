@@ -19,7 +19,8 @@ from mmjax.train.step import accumulated_grads
 
 TINY = dict(name="clip", embed_dim=8,
             vision=dict(image_size=16, patch_size=8, width=16, depth=1, num_heads=2, mlp_ratio=2.0),
-            text=dict(vocab_size=40, context_length=6, width=16, depth=1, num_heads=2, mlp_ratio=2.0))
+            text=dict(vocab_size=40, context_length=6, width=16, depth=1, num_heads=2, mlp_ratio=2.0,
+                      eot_id=39))   # the texts below end with 39 (id 2 is an ordinary token in them)
 
 
 def unit(x):
@@ -74,7 +75,7 @@ def test_loss_matches_numpy_cross_entropy():
   np.testing.assert_allclose(float(metrics["i2t_acc"]), np.mean(s_i2t.argmax(1) == np.arange(4)))
   np.testing.assert_allclose(float(metrics["t2i_acc"]), np.mean(s_t2i.argmax(0) == np.arange(4)))
   _, m100 = jax.jit(filip_loss)(x, y, np.log(1e4), mx, my)
-  np.testing.assert_allclose(float(m100["logit_scale"]), 100.0, rtol=1e-5)        # clamped as CLIP's
+  np.testing.assert_allclose(float(m100["logit_scale"]), 1e4, rtol=1e-5)   # not clamped in the loss, as CLIP's
 
 
 @functools.lru_cache(maxsize=1)

@@ -6,19 +6,15 @@ For image i with token features x_k (k over its valid tokens, n_i of them) and t
   image-to-text similarity  s_i2t[i, j] = (1 / n_i) sum_k max_r <x_k, y_r>
   text-to-image similarity  s_t2i[i, j] = (1 / m_j) sum_r max_k <x_k, y_r>
 FILIP loss: (CE(s * s_i2t[i, :], i) + CE(s * s_t2i[:, j], j)) / 2 averaged over the batch, s = exp(logit_scale)
-(clamped at 100 as CLIP's). Shapes: img_tokens [Bi, N, E], txt_tokens [Bt, L, E], masks [Bi, N] / [Bt, L].
+(the parameter clamped to [0, log 100] after each update by the train step, as CLIP's; not in the loss). Shapes: img_tokens [Bi, N, E], txt_tokens [Bt, L, E], masks [Bi, N] / [Bt, L].
 `token_alignment` gives the [L, N] word-to-patch similarity of one pair (the implicit alignment map for plots).
 """
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 
 from mmjax.errors import MmjaxError
-
-MAX_LOGIT_SCALE = math.log(100.0)   # as mmjax.objectives.contrastive (not imported: objectives imports this module)
 
 
 def _f32(x: jax.Array) -> jax.Array:
@@ -56,7 +52,7 @@ def filip_loss(img_tokens: jax.Array, txt_tokens: jax.Array, logit_scale: jax.Ar
   s_i2t, s_t2i = token_similarity(img_tokens, txt_tokens, img_mask, txt_mask)
   if s_i2t.shape[0] != s_i2t.shape[1]:
     raise MmjaxError(f"filip_loss needs as many images as texts (pairs), got {s_i2t.shape[0]} and {s_i2t.shape[1]}")
-  scale = jnp.exp(jnp.minimum(_f32(logit_scale), MAX_LOGIT_SCALE))
+  scale = jnp.exp(_f32(logit_scale))
   logits_i2t = scale * s_i2t            # row i: image i against every text
   logits_t2i = scale * s_t2i.T          # row j: text j against every image
   target = jnp.arange(s_i2t.shape[0])

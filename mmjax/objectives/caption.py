@@ -16,23 +16,24 @@ from mmjax.objectives import Objective
 from mmjax.objectives.masked import masked_token_loss
 from mmjax.registry import OBJECTIVES
 
-PAD_ID = SPECIAL_TOKENS.index("<pad>")
 EOT_ID = SPECIAL_TOKENS.index("<eot>")
 
 
-def target_weights(tokens: jax.Array, pad_id: int = PAD_ID, eot_id: int = EOT_ID) -> jax.Array:
-  """tokens int [B, L] -> weights float32 [B, L - 1] of the targets tokens[:, 1:] (1 = scored)."""
+def target_weights(tokens: jax.Array, eot_id: int = EOT_ID) -> jax.Array:
+  """tokens int [B, L] -> weights float32 [B, L - 1] of the targets tokens[:, 1:] (1 = scored).
+
+  Scored: every target up to and including the first <eot>; the padding after it is not, whatever its id (in CLIP's
+  BPE the pad id 0 is also "!", a real target)."""
   is_eot = (tokens == eot_id).astype(jnp.int32)
   eot_before = (jnp.cumsum(is_eot, axis=1) - is_eot) > 0           # an <eot> strictly earlier in the row
-  targets = tokens[:, 1:]
-  return ((targets != pad_id) & ~eot_before[:, 1:]).astype(jnp.float32)
+  return (~eot_before[:, 1:]).astype(jnp.float32)
 
 
 def caption_loss(params, batch: dict, rng: jax.Array, *, model, train: bool = True):
   """batch["image"] [B, H, W, 3], batch["tokens"] int32 [B, L] -> (loss, {"loss", "accuracy"})."""
   tokens = batch["tokens"]
   logits = model.apply({"params": params}, batch["image"], tokens[:, :-1], train=train, rngs={"dropout": rng})
-  loss, acc = masked_token_loss(logits, tokens[:, 1:], target_weights(tokens, model.pad_id, model.eot_id))
+  loss, acc = masked_token_loss(logits, tokens[:, 1:], target_weights(tokens, model.eot_id))
   return loss, {"loss": loss, "accuracy": acc}
 
 

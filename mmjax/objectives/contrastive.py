@@ -1,6 +1,10 @@
 """Image-text contrastive objectives.
 
-clip: symmetric InfoNCE of CLIP (Radford et al. 2021), temperature exp(logit_scale) clamped at 100.
+clip: symmetric InfoNCE of CLIP (Radford et al. 2021) with scale exp(logit_scale).
+The scale is *not* clamped in the loss: as OpenCLIP, the train step clamps the parameter logit_scale to [0, log 100]
+after each optimizer update (`optim.clamp`, mmjax.train.optim.clamp_params), so the loss and its gradient equal
+OpenCLIP's everywhere, including at a saturated logit_scale = log 100 (where a clamp inside the loss would halve
+the gradient, and zero it above).
 siglip: pairwise sigmoid loss of SigLIP (Zhai et al. 2023, "Sigmoid Loss for Language Image Pre-Training").
 Both compute the logits and their log-normalisers in (at least) float32.
 """
@@ -15,7 +19,7 @@ from mmjax.errors import MmjaxError
 from mmjax.objectives import Objective
 from mmjax.registry import OBJECTIVES
 
-MAX_LOGIT_SCALE = math.log(100.0)
+MAX_LOGIT_SCALE = math.log(100.0)   # OpenCLIP's clamp of the parameter (applied by the train step, not here)
 
 
 def _f32(x: jax.Array) -> jax.Array:
@@ -32,11 +36,12 @@ def _accuracies(logits: jax.Array) -> dict[str, jax.Array]:
 def clip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array) -> tuple[jax.Array, dict]:
   """zimg, ztxt [B, E] (unit norm), logit_scale () raw -> (loss (), metrics).
 
-  loss = (CE(s zimg ztxt^T, arange) + CE(s ztxt zimg^T, arange)) / 2 with s = exp(min(logit_scale, log 100)).
+  loss = (CE(s zimg ztxt^T, arange) + CE(s ztxt zimg^T, arange)) / 2 with s = exp(logit_scale), as OpenCLIP's
+  `ClipLoss` given `logit_scale.exp()` (the parameter is clamped after the update, see the module docstring).
   metrics: loss, logit_scale (= s), temperature (= 1/s), i2t_acc, t2i_acc.
   """
   zimg, ztxt, logit_scale = _f32(zimg), _f32(ztxt), _f32(logit_scale)
-  scale = jnp.exp(jnp.minimum(logit_scale, MAX_LOGIT_SCALE))
+  scale = jnp.exp(logit_scale)
   logits = scale * zimg @ ztxt.T
   diag = jnp.diagonal(logits)
   loss_i2t = jnp.mean(jax.nn.logsumexp(logits, axis=1) - diag)

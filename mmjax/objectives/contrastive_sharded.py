@@ -28,7 +28,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from mmjax.errors import MmjaxError
 from mmjax.objectives import Objective
-from mmjax.objectives.contrastive import MAX_LOGIT_SCALE, _f32, image_text_features
+from mmjax.objectives.contrastive import _f32, image_text_features
 from mmjax.registry import OBJECTIVES
 from mmjax.train.sharding import AXES, make_mesh
 
@@ -98,7 +98,7 @@ def chunked_clip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array, 
 
   def local(zi: jax.Array, zt: jax.Array, t: jax.Array):
     b = zi.shape[0]
-    scale = jnp.exp(jnp.minimum(t, MAX_LOGIT_SCALE))
+    scale = jnp.exp(t)   # unclamped, as clip_loss
     all_img = jax.lax.all_gather(zi, axes, tiled=True)                  # [B, E]
     all_txt = jax.lax.all_gather(zt, axes, tiled=True)                  # [B, E]
     target = jax.lax.axis_index(axes) * b + jnp.arange(b)               # global index of the local rows
@@ -401,7 +401,7 @@ def ring_clip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array, *, 
   ring_loss = _ring_clip_local(axes, n, chunk_size)
 
   def local(zi: jax.Array, zt: jax.Array, t: jax.Array):
-    scale = jnp.exp(jnp.minimum(t, MAX_LOGIT_SCALE))
+    scale = jnp.exp(t)   # unclamped, as clip_loss
     row, col, i_ok, t_ok = ring_loss(zi, zt, jax.lax.pcast(scale, axes, to="varying"))
     return jax.lax.psum(jnp.stack([row + col, i_ok, t_ok]), axes) / big, scale
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.data.tokenizer import SPECIAL_TOKENS
+from mmjax.layers import through_eot
 from mmjax.models.mae import pixel_targets
 from mmjax.objectives import Objective
 from mmjax.registry import OBJECTIVES
@@ -79,7 +80,7 @@ def mlm_loss(params, batch: dict, rng: jax.Array, *, model, train: bool = True):
   inputs, selected = mlm_corrupt(mask_rng, tokens, vocab_size=model.vocab_size)
   logits = model.apply({"params": params}, inputs, train=train, rngs={"dropout": dropout_rng})
   loss, acc = masked_token_loss(logits, tokens, selected)
-  valid = (tokens != model.pad_id).astype(jnp.float32)
+  valid = through_eot(tokens, model.eot_id).astype(jnp.float32)
   return loss, {"loss": loss, "accuracy": acc,
                 "selected_frac": jnp.sum(selected) / jnp.maximum(jnp.sum(valid), 1.0)}
 

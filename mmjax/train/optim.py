@@ -1,10 +1,12 @@
-"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup + cosine, masked weight decay, global-norm clipping."""
+"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup + cosine, masked weight decay, global-norm clipping, and
+parameter clamps applied after the update (OpenCLIP's `logit_scale.clamp_(0, log 100)` after `optimizer.step()`)."""
 from __future__ import annotations
 
 import re
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from mmjax.errors import MmjaxError
@@ -23,6 +25,35 @@ def decay_mask(params: Any, no_decay_regex: str) -> Any:
   pattern = re.compile(no_decay_regex)
   return jax.tree_util.tree_map_with_path(
       lambda p, x: x.ndim >= 2 and not pattern.search(path_str(p)), params)
+
+
+def clamp_params(rules) -> optax.GradientTransformation:
+  """Keeps every parameter whose path matches a rule's regex inside [lo, hi] after the update.
+
+  rules: ((regex, lo, hi), ...), first match wins (config `optim.clamp`; default: logit_scale in [0, log 100], as
+  OpenCLIP clamps its parameter after each optimizer step, so a saturated temperature keeps the loss's full
+  gradient and momentum cannot carry it past the bound). The last transform of the chain: where p + u leaves
+  [lo, hi] the update becomes clip(p + u) - p (p + that is the bound exactly for p within a factor 2 of it);
+  elsewhere the update is unchanged, bit for bit.
+  """
+  compiled = [(re.compile(regex), float(lo), float(hi)) for regex, lo, hi in rules]
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise MmjaxError("optim.clamp needs the parameters: call tx.update(grads, opt_state, params)")
+
+    def one(path, u, p):
+      name = path_str(path)
+      for regex, lo, hi in compiled:
+        if regex.search(name):
+          new = (p + u).astype(p.dtype)
+          bounded = jnp.clip(new, lo, hi)
+          return jnp.where(bounded == new, u, (bounded - p).astype(u.dtype))
+      return u
+
+    return jax.tree_util.tree_map_with_path(one, updates, params), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
@@ -51,4 +82,5 @@ def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransform
   else:
     raise MmjaxError(f"unknown optim.name {optim_cfg.name!r}; use 'adamw' or 'sgd'")
   parts = [optax.clip_by_global_norm(optim_cfg.clip_grad_norm)] if optim_cfg.clip_grad_norm else []
-  return optax.chain(*parts, opt), schedule
+  clamp = tuple(optim_cfg.get("clamp", ()) or ())
+  return optax.chain(*parts, opt, *([clamp_params(clamp)] if clamp else [])), schedule
