@@ -219,3 +219,21 @@ def test_run_after_changes_no_value_or_gradient_and_orders_both_passes():
   np.testing.assert_allclose(gdep, 2 * np.asarray(dep), rtol=1e-6)
   jaxpr = str(jax.make_jaxpr(jax.grad(f, argnums=(0, 1)))(x, dep))
   assert jaxpr.count("optimization_barrier") == 2    # one in the forward, one in the backward
+
+
+def test_eot_positions_and_through_eot_against_numpy():
+  from mmjax.layers import eot_positions, through_eot
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, 6, (64, 9))           # 0 is a real token here ("!" in CLIP's BPE), 5 the EOT
+  tokens[::7] = np.where(tokens[::7] == 5, 4, tokens[::7])   # some rows without an EOT
+  for eot_id in (5, None):
+    want = np.empty(64, int)
+    for i, row in enumerate(tokens):
+      if eot_id is None:
+        want[i] = int(np.argmax(row))
+      else:
+        hits = np.flatnonzero(row == eot_id)
+        want[i] = hits[0] if hits.size else row.size - 1
+    np.testing.assert_array_equal(np.asarray(eot_positions(tokens, eot_id)), want)
+    np.testing.assert_array_equal(np.asarray(through_eot(tokens, eot_id)),
+                                  np.arange(9)[None, :] <= want[:, None])

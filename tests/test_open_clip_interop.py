@@ -21,7 +21,7 @@ from mmjax.models import build_model
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 sys.path.insert(0, FIXTURES)
-from open_clip_weights import inputs, weights  # noqa: E402
+from open_clip_weights import bang_tokens, inputs, weights  # noqa: E402
 
 
 def _fixture_state_dict():
@@ -45,10 +45,44 @@ def test_imported_weights_reproduce_open_clip_embeddings():
   img, txt, cfg, _ = _mmjax_embeddings(sd, images, tokens)
   assert cfg["vision"] == dict(image_size=32, patch_size=8, width=128, depth=2, num_heads=2, mlp_ratio=4.0,
                                pool="cls")
-  assert cfg["text"] == dict(vocab_size=96, context_length=16, width=128, depth=2, num_heads=2, mlp_ratio=4.0)
+  assert cfg["text"] == dict(vocab_size=96, context_length=16, width=128, depth=2, num_heads=2, mlp_ratio=4.0,
+                             eot_id=None)
   assert cfg["embed_dim"] == 64
   assert np.abs(img - ref["image_embeddings"]).max() <= 1e-4
   assert np.abs(txt - ref["text_embeddings"]).max() <= 1e-4
+
+
+def test_texts_with_id_zero_pool_at_the_eot_as_open_clip():
+  """CLIP's BPE id 0 is "!": a text with "!" inside must pool at its EOT (issue 22, defect 2), not at the last
+  non-zero id; the reference embeddings were computed by open_clip's encode_text."""
+  sd, _ = _fixture_state_dict()
+  ref = np.load(os.path.join(FIXTURES, "open_clip_tiny.npz"))
+  images, _ = inputs()
+  tokens = bang_tokens()
+  assert (tokens[:, :3] == 0).any()
+  _, txt, _, _ = _mmjax_embeddings(sd, images, tokens)
+  assert np.abs(txt - ref["bang_text_embeddings"]).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_live_open_clip_tokenized_captions_with_bangs(tmp_path):
+  torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'mmjax[torch]'); the fixture "
+                              "test above covers texts with id 0 against stored open_clip outputs")
+  open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is not installed")
+  torch.manual_seed(0)
+  model = open_clip.model.CLIP(32, dict(image_size=16, patch_size=8, width=64, layers=1, head_width=64),
+                               dict(context_length=20, vocab_size=49408, width=64, heads=1, layers=2)).eval()
+  captions = ['a sign that says "open!".', "wow!!! a dog!", "!", "no bang here", "stop! look! listen!"]
+  tokens = open_clip.tokenize(captions, context_length=20).numpy()
+  assert (tokens == 0).sum() > (tokens[:, -1] == 0).sum()        # "!" (id 0) occurs inside the texts
+  with torch.no_grad():
+    ref = model.encode_text(torch.from_numpy(tokens), normalize=True).numpy()
+  sd = {k: v.numpy() for k, v in model.state_dict().items()}
+  cfg = oc.config_from_state_dict(sd)
+  mm = build_model(cfg)
+  params = jax.tree.map(np.asarray, oc.import_params(sd))
+  txt = np.asarray(mm.apply({"params": params}, tokens.astype(np.int32), method="encode_text"))
+  assert np.abs(txt - ref).max() <= 1e-4
 
 
 def test_export_is_the_exact_inverse_and_safetensors_round_trip(tmp_path):

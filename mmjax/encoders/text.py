@@ -1,9 +1,11 @@
 """Text transformer of CLIP (Radford et al. 2021), laid out as OpenCLIP's `TextTransformer` (Cherti et al. 2023).
 
 `token_embedding` + `pos_embedding` -> transformer (causal mask, or bidirectional with key padding mask)
--> `ln_final` -> EOT pooling (the token at the last non-pad position) -> `proj` (no bias).
-Tokens are `[BOS?] ... EOT pad pad ...`: every sequence ends with its EOT token followed only by `pad_id`.
-OpenCLIP pools with argmax(token id) (EOT has the largest id); the last non-pad position is the same token.
+-> `ln_final` -> EOT pooling (the token at the first `eot_id`) -> `proj` (no bias).
+Tokens are `[BOS?] ... EOT pad pad ...`. The EOT position, not the pad id, says where a text ends: positions after
+it are padding (`mmjax.layers.through_eot`), whatever their id. In CLIP's BPE the pad id 0 is also "!", so counting
+non-zero ids would pool a caption with "!" at the wrong token. eot_id=None pools as OpenCLIP does, at argmax(token
+id) (EOT has the largest id: the first EOT); imported OpenCLIP models use it.
 last_block_pooled_only=True computes the last block for the EOT token only (as the ViT's option): the same
 embedding and gradients, `out` holds "pooled" and "eot_index" alone.
 """
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 
 from mmjax.encoders.vit import PooledOnly
 from mmjax.errors import MmjaxError
-from mmjax.layers import LN_EPS, Transformer, causal_mask, padding_mask
+from mmjax.layers import DEFAULT_EOT_ID, LN_EPS, Transformer, causal_mask, eot_positions, padding_mask, through_eot
 from mmjax.layers.ordering import run_after
 
 Dtype = Any
@@ -28,7 +30,8 @@ class TextTransformer(nn.Module):
 
   out: "tokens" [B, L, w] after the last block (before ln_final), "normed_tokens" [B, L, w] after ln_final,
   "pooled" [B, w] (normed EOT token, before proj), "eot_index" [B] int32.
-  causal=False is the bidirectional encoder: keys at pad positions (or where `valid` [B, L] is False) are masked.
+  causal=False is the bidirectional encoder: keys after the EOT (or where `valid` [B, L] is False) are masked.
+  `pad_id` is the id the data pads with (kept for models' decoding); it plays no part in pooling or masking.
   """
   vocab_size: int
   context_length: int
@@ -39,6 +42,7 @@ class TextTransformer(nn.Module):
   causal: bool = True
   output_dim: int | None = None
   pad_id: int = 0
+  eot_id: int | None = DEFAULT_EOT_ID   # None: OpenCLIP's argmax pooling (see the module docstring)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   remat: str = "none"               # per-block rematerialisation policy (mmjax.layers.transformer)
@@ -54,7 +58,7 @@ class TextTransformer(nn.Module):
                        f"{self.context_length}; pad/truncate the tokens to [B, {self.context_length}] or set "
                        f"model.text.context_length={tokens.shape[-1]}")
     if valid is None:
-      valid = tokens != self.pad_id
+      valid = through_eot(tokens, self.eot_id)
     w, length = self.width, self.context_length
     x = nn.Embed(self.vocab_size, w, embedding_init=nn.initializers.normal(0.02), dtype=self.dtype,
                  param_dtype=self.param_dtype, name="token_embedding")(tokens)
@@ -66,8 +70,7 @@ class TextTransformer(nn.Module):
     transformer = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
                               param_dtype=self.param_dtype, remat=self.remat, name="transformer")
     ln_final = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")
-    lengths = jnp.sum(valid.astype(jnp.int32), axis=1)
-    eot = jnp.maximum(lengths - 1, 0)
+    eot = eot_positions(tokens, self.eot_id)
     if self.last_block_pooled_only:
       pooled = ln_final(transformer(x, mask, last_query_index=eot))[:, 0]
       out = PooledOnly(pooled=pooled, eot_index=eot)

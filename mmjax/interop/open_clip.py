@@ -99,7 +99,8 @@ def config_from_state_dict(sd: Mapping[str, np.ndarray]) -> dict[str, Any]:
                          num_heads=int(vw // 64), mlp_ratio=float(mlp), pool="cls"),
              text=dict(vocab_size=int(vocab), context_length=int(sd["positional_embedding"].shape[0]), width=int(tw),
                        depth=depth(""), num_heads=int(tw // 64),
-                       mlp_ratio=float(sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / tw)))
+                       mlp_ratio=float(sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / tw),
+                       eot_id=None))   # pool at argmax(token id), as OpenCLIP's text tower
   if "logit_bias" in sd:
     cfg["logit_bias_init"] = float(sd["logit_bias"])
   return cfg

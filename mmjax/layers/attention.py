@@ -28,6 +28,28 @@ def causal_mask(length: int) -> jax.Array:
   return jnp.tril(jnp.ones((length, length), dtype=bool))
 
 
+# The <eot> id of mmjax's own tokenizer (mmjax.data.tokenizer.SPECIAL_TOKENS; not imported: layers import no data).
+DEFAULT_EOT_ID = 2
+
+
+def eot_positions(tokens: jax.Array, eot_id: int | None = DEFAULT_EOT_ID) -> jax.Array:
+  """tokens int [B, L] -> int32 [B]: the position of each row's first `eot_id` (L - 1 in a row without one).
+
+  eot_id=None: argmax of the ids, OpenCLIP's text pooling (`text.argmax(dim=-1)`): the first EOT when EOT has the
+  largest id, as in CLIP's BPE (49407). The pad id plays no part: in CLIP's BPE id 0 is "!", a real token.
+  """
+  if eot_id is None:
+    return jnp.argmax(tokens, axis=-1).astype(jnp.int32)
+  is_eot = tokens == eot_id
+  return jnp.where(jnp.any(is_eot, axis=-1), jnp.argmax(is_eot, axis=-1), tokens.shape[-1] - 1).astype(jnp.int32)
+
+
+def through_eot(tokens: jax.Array, eot_id: int | None = DEFAULT_EOT_ID) -> jax.Array:
+  """tokens int [B, L] -> bool [B, L]: True up to and including the first EOT (`eot_positions`); False after it,
+  where the padding is (whatever its id)."""
+  return jnp.arange(tokens.shape[-1])[None, :] <= eot_positions(tokens, eot_id)[:, None]
+
+
 def padding_mask(valid: jax.Array) -> jax.Array:
   """[B, Tk] bool (True = real token) -> [B, 1, 1, Tk] key mask."""
   return einops.rearrange(valid.astype(bool), "b k -> b 1 1 k")

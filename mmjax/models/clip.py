@@ -22,6 +22,7 @@ from flax.core import FrozenDict
 
 from mmjax.encoders import TextTransformer, ViT
 from mmjax.errors import MmjaxError
+from mmjax.layers import through_eot
 from mmjax.registry import MODELS
 
 Dtype = Any
@@ -117,7 +118,7 @@ class CLIP(nn.Module):
 
   def encode_text_tokens(self, tokens: jax.Array, normalize: bool = True,
                          train: bool = False) -> tuple[jax.Array, jax.Array]:
-    """tokens int32 [B, L] -> (features [B, L, E], mask [B, L] bool, True at non-pad tokens).
+    """tokens int32 [B, L] -> (features [B, L, E], mask [B, L] bool, True up to and including the EOT).
 
     Every text token after ln_final, projected by text/proj; unit norm per token when normalize (float32).
     With the causal text tower token t has seen tokens <= t only.
@@ -125,7 +126,7 @@ class CLIP(nn.Module):
     _, out = self.text_tower(tokens, train=train)
     feats = self._project_tokens(self.text_tower, out["normed_tokens"])
     feats = l2_normalize(feats) if normalize else feats
-    return feats, tokens != self.text_tower.pad_id
+    return feats, through_eot(tokens, self.text_tower.eot_id)
 
   def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
     """-> (zimg [B, E], ztxt [B, E], {"logit_scale": raw (), "logit_bias": raw () or None})."""

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.errors import MmjaxError
-from mmjax.layers import LN_EPS, Transformer, padding_mask
+from mmjax.layers import DEFAULT_EOT_ID, LN_EPS, Transformer, padding_mask, through_eot
 from mmjax.models.mae import (TOWER_DEFAULTS, gather_tokens, len_keep, masking_from_noise, patchify,
                               pool_features, reconstruction_images, sincos_1d, sincos_2d, sub_config, unshuffle)
 from mmjax.registry import MODELS
@@ -72,6 +72,7 @@ class M3AE(nn.Module):
   text_loss_weight: float = 0.5
   probe_pool: str = "cls"
   pad_id: int = 0
+  eot_id: int | None = DEFAULT_EOT_ID   # text positions after the first EOT are padding (mmjax.layers.through_eot)
   dtype: Dtype = jnp.float32
 
   def __post_init__(self):
@@ -155,7 +156,7 @@ class M3AE(nn.Module):
       image_noise = jax.random.uniform(self.make_rng("mask"), (b, self.num_patches))
     if text_noise is None:
       text_noise = jax.random.uniform(self.make_rng("mask"), (b, length))
-    valid = tokens != self.pad_id
+    valid = through_eot(tokens, self.eot_id)
     mi = masking_from_noise(image_noise, self.image_mask_ratio)
     mt = text_masking(text_noise, valid, self.text_mask_ratio)
     xi = gather_tokens(self.embed_image(images), mi["ids_keep"])

@@ -18,7 +18,7 @@ from flax.core import FrozenDict
 
 from mmjax.encoders import TextTransformer
 from mmjax.errors import MmjaxError
-from mmjax.layers import LN_EPS
+from mmjax.layers import DEFAULT_EOT_ID, LN_EPS, through_eot
 from mmjax.registry import MODELS
 
 Dtype = Any
@@ -52,6 +52,10 @@ class MaskedLM(nn.Module):
   def pad_id(self) -> int:
     return int(self.text.get("pad_id", 0))
 
+  @property
+  def eot_id(self) -> int | None:
+    return self.text.get("eot_id", DEFAULT_EOT_ID)
+
   def setup(self):
     w = int(self.text["width"])
     self.encoder = TextTransformer(**dict(self.text), causal=False, dtype=self.dtype, name="text")
@@ -69,7 +73,7 @@ class MaskedLM(nn.Module):
     return self.head_logits(self.head_norm(h)).astype(jnp.float32)
 
   def encode_text(self, tokens: jax.Array, train: bool = False) -> jax.Array:
-    """Mean of the normed states of the non-pad tokens [B, w] (features for a probe)."""
+    """Mean of the normed states of the tokens up to the EOT [B, w] (features for a probe)."""
     h = self.hidden(tokens, train).astype(jnp.float32)
-    valid = (tokens != self.pad_id).astype(jnp.float32)[:, :, None]
+    valid = through_eot(tokens, self.eot_id).astype(jnp.float32)[:, :, None]
     return jnp.sum(h * valid, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1.0)

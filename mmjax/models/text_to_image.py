@@ -35,7 +35,7 @@ from flax.core import FrozenDict
 
 from mmjax.encoders import TextTransformer
 from mmjax.errors import MmjaxError
-from mmjax.layers import LN_EPS, CrossAttention, MultiHeadAttention, padding_mask
+from mmjax.layers import LN_EPS, CrossAttention, MultiHeadAttention, padding_mask, through_eot
 from mmjax.layers.unet import UNet
 from mmjax.registry import MODELS
 
@@ -145,7 +145,7 @@ class TextToImage(nn.Module):
     _, out = self.text_tower(tokens)
     pooled = self.text_pool_proj(out["pooled"])
     context = self.text_tok_proj(out["normed_tokens"])
-    valid = tokens != self.text_tower.pad_id
+    valid = through_eot(tokens, self.text_tower.eot_id)
     if drop is not None:
       d = drop.astype(bool)
       pooled = jnp.where(d[:, None], self.null_pooled[None], pooled)
