@@ -23,9 +23,9 @@ from mmjax.rl.grounding import grounding_report
 from mmjax.rl.networks import ActorCritic
 from mmjax.rl.ppo import PPO, PPOConfig
 from mmjax.train import checkpoint as ckpt_lib
-from mmjax.train.loop import atomic_write, check_workdir
 from mmjax.train.metrics import MetricWriter
 from mmjax.train.preemption import Preempted, PreemptionGuard
+from mmjax.train.workdir import atomic_write, check_workdir
 
 
 def build_network(config) -> ActorCritic:

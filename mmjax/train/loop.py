@@ -28,23 +28,12 @@ from mmjax.objectives import classify, get_objective
 from mmjax.registry import DATASETS
 from mmjax.train import checkpoint as ckpt_lib
 from mmjax.train import optim, sharding
+from mmjax.train import teacher as teacher_lib
 from mmjax.train.metrics import MetricWriter
 from mmjax.train.preemption import Preempted, PreemptionGuard
 from mmjax.train.state import TrainState
 from mmjax.train.step import make_train_step
-
-
-def check_workdir(workdir: str) -> None:
-  """Fails before any compute if the workdir cannot be created or written."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise MmjaxError(f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir "
-                     f"or fix its permissions") from None
+from mmjax.train.workdir import atomic_write, check_workdir
 
 
 def _get(config, key: str) -> Any:
@@ -75,13 +64,6 @@ def check_model_data(config) -> None:
   if ctx is not None and data_ctx is not None and ctx != data_ctx:
     raise MmjaxError(f"config key data.context_length={data_ctx} differs from model.text.context_length={ctx}; "
                      f"set both to the same value (e.g. --config.data.context_length={ctx})")
-
-
-def atomic_write(path: str, text: str) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def config_schema(config):
@@ -192,6 +174,7 @@ class Trainer:
 
   def _build_state(self) -> None:
     sample = pipeline.first_caption_only(pipeline.make_eval_arrays(self.config.data, self.tokenizer, 2, "train"))
+    self.model = teacher_lib.attach(self.model, sample)   # a distillation student's frozen teacher, read once here
     inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample, self.model)]
     kwargs = jax.tree.map(jnp.asarray, model_kwargs(self.model, sample))
     rng = jax.random.PRNGKey(self.config.seed)
@@ -353,16 +336,3 @@ class Trainer:
     with MetricWriter(self.workdir, total_steps=0, enabled=jax.process_index() == 0, progress_bar=False) as writer:
       return self.run_evals(self.state.params, self.start_step, writer)
 
-
-def make_trainer(config, workdir: str):
-  """The trainer a config asks for: mmjax.rl's PPOTrainer for `trainer = "ppo"` (same interface: train(guard),
-  evaluate(), start_step), else this loop's Trainer."""
-  from mmjax.rl.config import is_rl_config
-  if is_rl_config(config):
-    from mmjax.rl.trainer import PPOTrainer
-    return PPOTrainer(config, workdir)
-  return Trainer(config, workdir)
-
-
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-  return make_trainer(config, workdir).train()
