@@ -10,6 +10,7 @@ __init__ importing its own submodules is the registry pattern, and Python resolv
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import shutil
 
@@ -68,6 +69,20 @@ def import_graph(root: str = ROOT, package: str = "mmjax") -> dict[str, set[str]
           deps.add(t)
     graph[name] = deps
   return graph
+
+
+def private_imports(root: str = ROOT, package: str = "mmjax") -> list[str]:
+  """'importer: from module import _name' for every private name a module imports from another mmjax module."""
+  out = []
+  for name, path in _modules(root, package).items():
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith(package):
+        for a in node.names:
+          if a.name.startswith("_") and not a.name.startswith("__"):
+            out.append(f"{name}: from {node.module} import {a.name}")
+  return out
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -156,18 +171,28 @@ def _format_cycles(cycles):
   return "import cycles between mmjax modules:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
+@functools.lru_cache(maxsize=None)
+def _repo_graph() -> dict[str, set[str]]:
+  return import_graph()
+
+
 def test_no_import_cycle():
-  cycles = find_cycles(import_graph())
+  cycles = find_cycles(_repo_graph())
   assert not cycles, _format_cycles(cycles)
 
 
 def test_layers_import_downwards_only():
-  bad = layer_violations(import_graph())
+  bad = layer_violations(_repo_graph())
   assert not bad, "layering violations:\n" + "\n".join(bad)
 
 
+def test_no_evaluator_imports_another_evaluators_private_helpers():
+  bad = [p for p in private_imports() if p.startswith("mmjax.evals.")]
+  assert not bad, "evaluators share helpers through mmjax/evals/base.py, not private names:\n" + "\n".join(bad)
+
+
 def test_graph_reads_every_import_form():
-  g = import_graph()
+  g = _repo_graph()
   assert len(g) > 50 and "mmjax.models.clip" in g and "mmjax.objectives" in g
   assert "mmjax.registry" in g["mmjax.models"]                    # from mmjax.registry import MODELS
   assert "mmjax.models.clip" in g["mmjax.models"]                 # from mmjax.models.clip import CLIP
@@ -194,3 +219,7 @@ def test_checker_fails_on_a_bad_import_in_a_copy(tmp_path):
   assert "mmjax.train.loop" in g["mmjax.layers.mlp"]
   assert "mmjax.layers.mlp -> mmjax.train.loop (mmjax.layers must not import mmjax.train)" in layer_violations(g)
   assert any("mmjax.layers.mlp" in c for c in find_cycles(g))   # the loop reaches mlp through the models
+  with open(tmp_path / "mmjax" / "evals" / "masked_evals.py", "a") as f:
+    f.write("\n\ndef _bad():\n  from mmjax.evals.clip_evals import _zero_shot_data_arrays  # noqa\n")
+  assert ("mmjax.evals.masked_evals: from mmjax.evals.clip_evals import _zero_shot_data_arrays"
+          in private_imports(str(tmp_path)))
