@@ -14,7 +14,6 @@ import functools
 import os
 import shutil
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +22,9 @@ RULES = (
   *((f"mmjax.{low}", ("mmjax.train", "mmjax.evals"))
     for low in ("objectives", "models", "fusion", "alignment", "layers", "encoders")),
   ("mmjax.models", ("mmjax.data",)),
+  ("mmjax.objectives", ("mmjax.data",)),      # shared vocabulary facts live below both (mmjax/vocab.py)
   ("mmjax.alignment", ("mmjax.objectives", "mmjax.models")),
+  *((f"mmjax.{low}", ("mmjax.models", "mmjax.objectives", "mmjax.data")) for low in ("layers", "encoders", "fusion")),
 )
 
 

@@ -6,10 +6,8 @@ Works for any two-tower model with `encode_image` / `encode_text` methods (CLIP,
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from mmjax.data import pipeline
 from mmjax.evals.base import batched_apply, eval_arrays
 from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.evals.zero_shot import CIFAR_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy

@@ -13,7 +13,6 @@ import json
 import os
 
 import jax
-import numpy as np
 
 from mmjax import config as config_lib
 from mmjax.errors import MmjaxError
