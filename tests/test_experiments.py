@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from mmjax import config as config_lib
 from mmjax.train import loop
-from mmjax.trainers import make_trainer
+from mmjax.trainers import config_schema, make_trainer
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 
@@ -21,7 +21,7 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_runs(path, tmp_path):
   config = config_lib.load_experiment(path, "runlocal")
-  config_lib.check_keys(config, loop.config_schema(config))   # base keys + the data set's / evaluators' own
+  config_lib.check_keys(config, config_schema(config))   # base keys + the data set's / evaluators' own (or RL's)
   results = make_trainer(config, str(tmp_path)).train()
   assert os.listdir(tmp_path / "checkpoints") == [str(config.total_steps)]
   check_results(results)

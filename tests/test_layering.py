@@ -25,6 +25,7 @@ RULES = (
   ("mmjax.objectives", ("mmjax.data",)),      # shared vocabulary facts live below both (mmjax/vocab.py)
   ("mmjax.alignment", ("mmjax.objectives", "mmjax.models")),
   *((f"mmjax.{low}", ("mmjax.models", "mmjax.objectives", "mmjax.data")) for low in ("layers", "encoders", "fusion")),
+  ("mmjax.train", ("mmjax.rl",)),              # PPO uses the loop's helpers; mmjax/trainers.py picks either
 )
 
 

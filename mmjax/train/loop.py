@@ -67,10 +67,8 @@ def check_model_data(config) -> None:
 def config_schema(config):
   """The base config extended by the `data.*` keys the configured data set declares (`DatasetEntry.config_keys`)
   and the `evals.*` keys of the configured evaluators (`runner.evaluator_keys`): what `check_keys` accepts.
-  RL configs (`trainer = "ppo"`) have their own schema, mmjax.rl.config.rl_config."""
-  from mmjax.rl.config import is_rl_config, rl_config
-  if is_rl_config(config):
-    return rl_config()
+  RL configs (`trainer = "ppo"`) have their own schema, mmjax.rl.config.rl_config (mmjax.trainers.config_schema
+  picks the one a config needs)."""
   schema = config_lib.base_config()
   name = _get(config, "data.name")
   if isinstance(name, str):
