@@ -23,6 +23,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.progress_bar = True
+  # With several processes, whether any got a stop signal is agreed (one blocking all-gather) every this many steps.
+  c.preemption_check_every = 10
 
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})   # -1: all remaining devices
   # Parameter sharding: list of (regex on the "/"-joined param path, PartitionSpec tuple); first match wins,

@@ -139,7 +139,7 @@ def main(argv: list[str]) -> None:
     sys.exit(verify(_WORKDIR.value))
   try:
     _distributed()
-    from mmjax.train.loop import make_trainer      # the supervised loop, or mmjax.rl's PPO for trainer="ppo"
+    from mmjax.trainers import make_trainer        # the supervised loop, or mmjax.rl's PPO for trainer="ppo"
     with PreemptionGuard() as guard:     # a signal during start-up (data, tokenizer, restore) stops cleanly too
       trainer = make_trainer(_CONFIG.value, _WORKDIR.value)
       if guard.requested:

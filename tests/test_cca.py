@@ -13,9 +13,9 @@ import optax
 import pytest
 import scipy.linalg
 
-from mmjax.alignment.cca import (canonical_correlations, cca_transform, contrastive_coordination_loss, dcca_loss,
-                                 inv_sqrtm, linear_cca)
+from mmjax.alignment.cca import canonical_correlations, cca_transform, dcca_loss, inv_sqrtm, linear_cca
 from mmjax.errors import MmjaxError
+from mmjax.objectives.colearning import contrastive_coordination_loss
 
 RHO = np.array([0.9, 0.7, 0.4, 0.1])
 

@@ -18,7 +18,7 @@ from mmjax import config as config_lib
 from mmjax.data.semi import labeled_mask
 from mmjax.errors import MmjaxError
 from mmjax.models import build_model
-from mmjax.models import distill as distill_models
+from mmjax.train import teacher as teacher_lib
 from mmjax.objectives import get_objective
 from mmjax.objectives.colearning import distill_kl, feature_distill_loss, masked_cross_entropy
 
@@ -108,7 +108,7 @@ def test_teacher_loads_frozen_from_a_loop_workdir_and_distill_loss_matches_numpy
   trainer = loop.Trainer(teacher_cfg, str(tmp_path / "teacher"))
   trainer.train()
   trained = jax.tree.map(np.asarray, trainer.state.params)
-  teacher = distill_models.load_classifier_teacher(str(tmp_path / "teacher"))
+  teacher = teacher_lib.load_classifier_teacher(str(tmp_path / "teacher"))
   assert teacher.inputs == ("image",)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, teacher.params), trained)
 
@@ -122,7 +122,7 @@ def test_teacher_loads_frozen_from_a_loop_workdir_and_distill_loss_matches_numpy
            "label": np.array([1, 2, 3, 4], np.int32), "labeled": np.array([1, 0, 1, 0], np.float32)}
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["audio"])["params"]
   assert "student" in params and len(params) == 1              # no teacher weights among the trained ones
-  distill_models._TEACHERS.clear()      # the objective now loads the teacher itself, inside the jit trace
+  model = teacher_lib.attach(model)     # the teacher is read from its workdir here, once; the objective only runs it
   loss, m = jax.jit(lambda p: get_objective("distill").loss_fn(p, batch, jax.random.PRNGKey(0), model=model,
                                                                train=False))(params)
   s = np.asarray(jax.jit(lambda p: model.apply({"params": p}, batch["audio"]))(params), np.float64)
@@ -138,7 +138,7 @@ def test_missing_teacher_is_a_one_line_error(tmp_path):
     build_model(dict(name="distill_student", student=dict(name="fusion_classifier", modalities=("audio",),
                                                            num_classes=10)))
   with pytest.raises(MmjaxError, match="config.json"):
-    distill_models.load_classifier_teacher(str(tmp_path / "nowhere"))
+    teacher_lib.load_classifier_teacher(str(tmp_path / "nowhere"))
 
 
 @pytest.mark.slow
@@ -156,7 +156,7 @@ def test_clip_feature_distillation_from_an_open_clip_checkpoint(tmp_path):
   ref = np.load(os.path.join(fixtures, "open_clip_tiny.npz"))
   images, tokens = inputs()
   images01 = images * np.asarray(oc.OPENAI_STD, np.float32) + np.asarray(oc.OPENAI_MEAN, np.float32)
-  teacher = distill_models.load_clip_teacher(open_clip_path=path)
+  teacher = teacher_lib.load_clip_teacher(open_clip_path=path)
   zimg, ztxt = jax.jit(teacher)({"image": images01, "tokens": tokens.astype(np.int32)})
   np.testing.assert_allclose(np.asarray(zimg), ref["image_embeddings"], atol=1e-4)
   np.testing.assert_allclose(np.asarray(ztxt), ref["text_embeddings"], atol=1e-4)
@@ -165,6 +165,7 @@ def test_clip_feature_distillation_from_an_open_clip_checkpoint(tmp_path):
                  text=dict(vocab_size=96, context_length=16, width=32, depth=1, num_heads=2))
   model = build_model(dict(name="clip_distill_student", student=student, teacher_dim=64, towers=("image", "text"),
                            kind="cosine", teacher_open_clip=path))
+  model = teacher_lib.attach(model)
   batch = {"image": images01, "tokens": tokens.astype(np.int32)}
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]
   loss_fn = lambda p: get_objective("clip_feature_distill").loss_fn(p, batch, jax.random.PRNGKey(0), model=model,

@@ -20,7 +20,7 @@ from mmjax.data import builders
 from mmjax.data.builders import cifar10_test, flickr8k
 from mmjax.errors import MmjaxError
 from mmjax.evals import linear_probe as lp
-from mmjax.evals.runner import EvalContext
+from mmjax.evals.base import EvalContext
 from mmjax.train import loop
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -187,6 +187,9 @@ def test_pixel_gaussian_baseline_vs_scipy_form():
   ref = -np.sum(-0.5 * ((test - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi), axis=(1, 2)).mean()
   assert abs(pixel_gaussian_nll(train, test) - ref) < 1e-9
   assert NUM_CLASSES == {"shape": 6, "colour": 8, "size": 3, "position": 9}
+  from mmjax.data import shapes as shapes_lib     # the model's counts (no data import there) are the data's
+  assert NUM_CLASSES == {"shape": len(shapes_lib.SHAPES), "colour": len(shapes_lib.COLOURS),
+                         "size": len(shapes_lib.SIZES), "position": len(shapes_lib.POSITIONS)}
 
 
 def test_cross_image_term_of_the_labels_elbo(tiny):

@@ -114,3 +114,67 @@ def test_sigterm_during_startup_or_compilation_stops_cleanly(tmp_path):
                          text=True, timeout=180)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "train/loss" in r][-1] == 4
+
+
+class _Hosts:
+  """Fakes jax.process_count() = 2 and process_allgather (the other host's flag given per step), counting calls."""
+
+  def __init__(self, monkeypatch, peer_stops_at=None):
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+    self.calls, self.step, self.peer_stops_at = [], 0, peer_stops_at
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+
+    def allgather(flag):
+      self.calls.append(self.step)
+      peer = int(self.peer_stops_at is not None and self.step >= self.peer_stops_at)
+      return np.asarray([[int(flag[0])], [peer]], np.int32)
+    monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+
+
+def test_several_processes_agree_on_a_stop_every_n_steps_only(monkeypatch):
+  """No collective between checks: 30 steps with preemption_check_every=10 all-gather 3 times; a stop signal that
+  reached the other host at step 13 stops this one after step 20 (the next common check), recorded as a peer's."""
+  from mmjax.train.preemption import stop_requested
+  hosts = _Hosts(monkeypatch)
+  guard = PreemptionGuard()
+  for step in range(1, 31):
+    hosts.step = step
+    assert not stop_requested(guard, step, every=10)
+  assert hosts.calls == [10, 20, 30]
+  hosts = _Hosts(monkeypatch, peer_stops_at=13)
+  stops = []
+  for step in range(1, 31):
+    hosts.step = step
+    if stop_requested(guard, step, every=10):
+      stops.append(step)
+      break
+  assert stops == [20] and guard.requested and "another process" in guard.signal_name
+
+
+def test_one_process_checks_its_own_flag_each_step_without_a_collective(monkeypatch):
+  from jax.experimental import multihost_utils
+  from mmjax.train.preemption import stop_requested
+  monkeypatch.setattr(multihost_utils, "process_allgather", lambda *_: (_ for _ in ()).throw(AssertionError))
+  with PreemptionGuard() as guard:
+    assert not stop_requested(guard, 3, every=10)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop_requested(guard, 3, every=10)   # not a multiple of 10: one process never waits
+
+
+def test_step_timer_leaves_out_checkpoint_and_eval_time():
+  """steps_per_s = n / StepTimer.lap(): a window's wall time without the `excluded` work inside it (the loops wrap
+  every checkpoint save and evaluation in `excluded`); each lap starts the next window."""
+  from mmjax.train.metrics import StepTimer
+  now = [100.0]
+  timer = StepTimer(clock=lambda: now[0])
+  now[0] += 2.0                      # two steps
+  with timer.excluded():
+    now[0] += 30.0                   # a checkpoint
+  now[0] += 1.0                      # a third step
+  assert timer.lap() == 3.0
+  with timer.excluded():
+    now[0] += 5.0                    # an evaluation right after a flush
+  now[0] += 0.5
+  assert timer.lap() == 0.5

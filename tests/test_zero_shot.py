@@ -110,7 +110,7 @@ def test_errors():
 
 
 def test_shapes_tasks():
-  shapes = pytest.importorskip("mmjax.data.shapes", reason="mmjax.data.shapes (SHAPES, COLOURS) not written yet")
+  from mmjax.data import shapes
   tasks = shapes_tasks()
   assert set(tasks) == {"shape", "colour", "shape_colour"}
   n_s, n_c = len(shapes.SHAPES), len(shapes.COLOURS)

@@ -1,4 +1,5 @@
-"""Canonical correlation analysis: linear CCA in closed form and the Deep CCA objective, plus a contrastive option.
+"""Canonical correlation analysis: linear CCA in closed form and the Deep CCA objective (its contrastive
+counterpart, which needs a CLIP loss, is mmjax.objectives.colearning.contrastive_coordination_loss).
 
 CCA (Hotelling 1936): for centred views H1 [N, o1], H2 [N, o2] with ridge-regularised covariances
   Σ11 = H1ᵀH1 / (N-1) + r1 I,  Σ22 = H2ᵀH2 / (N-1) + r2 I,  Σ12 = H1ᵀH2 / (N-1),
@@ -145,21 +146,3 @@ def linear_cca(x: jax.Array, y: jax.Array, k: int | None = None, r1: float = 1e-
 def cca_transform(result: CCAResult, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Canonical variates ((x - mean_x) wx [N, k], (y - mean_y) wy [N, k])."""
   return (_f32(x) - result.mean_x) @ result.wx, (_f32(y) - result.mean_y) @ result.wy
-
-
-def contrastive_coordination_loss(h1: jax.Array, h2: jax.Array, logit_scale: jax.Array) -> tuple[jax.Array, dict]:
-  """Contrastive coordination (CLIP-style InfoNCE, Radford et al. 2021) of paired views h1 [N, E], h2 [N, E]:
-  both are L2-normalised and the symmetric cross-entropy of their scaled similarity matrix is returned."""
-  from mmjax.models.clip import l2_normalize
-  from mmjax.objectives.contrastive import clip_loss
-  return clip_loss(l2_normalize(h1), l2_normalize(h2), logit_scale)
-
-
-def coordination_loss(h1: jax.Array, h2: jax.Array, kind: str = "dcca", **kwargs) -> tuple[jax.Array, dict]:
-  """Coordinated-representation loss by name: "dcca" (dcca_loss kwargs k, r1, r2) or "contrastive"
-  (contrastive_coordination_loss kwarg logit_scale, default log(1/0.07))."""
-  if kind == "dcca":
-    return dcca_loss(h1, h2, **kwargs)
-  if kind == "contrastive":
-    return contrastive_coordination_loss(h1, h2, kwargs.get("logit_scale", jnp.log(1 / 0.07)))
-  raise MmjaxError(f"unknown coordination loss {kind!r}; use 'dcca' or 'contrastive'")

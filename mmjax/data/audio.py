@@ -214,7 +214,3 @@ def mfcc(wave, sample_rate: int = SAMPLE_RATE, *, n_mfcc: int = N_MFCC, **log_me
   logmel = log_mel_spectrogram(wave, sample_rate, **log_mel_kwargs)
   return logmel @ dct_matrix(logmel.shape[-1], n_mfcc)
 
-
-def mfcc_from_log_mel(logmel, n_mfcc: int = N_MFCC):
-  """MFCCs of a precomputed log-mel `[..., frames, n_mels]` -> [..., frames, n_mfcc]."""
-  return logmel @ dct_matrix(logmel.shape[-1], n_mfcc)

@@ -15,8 +15,8 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 from mmjax.errors import MmjaxError
+from mmjax.vocab import SPECIAL_TOKENS  # (defined there, below the models that read it; re-exported here)
 
-SPECIAL_TOKENS = ("<pad>", "<sot>", "<eot>", "<mask>")
 MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + 256
 
 

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from mmjax.errors import MmjaxError
-from mmjax.evals.runner import EVAL_KEYS
+from mmjax.evals.base import EVAL_KEYS
 from mmjax.registry import EVALUATORS
 
 # images in captions.png; beam size (1: greedy) and GNMT length-penalty alpha of the decoder
@@ -177,12 +177,12 @@ def shapes_attribute_scores(captions: Sequence[str], arrays: dict) -> dict[str, 
 def captioning_eval(params, ctx) -> dict[str, float]:
   from mmjax.decoding import caption_beam, caption_greedy
   from mmjax.evals import plots
-  from mmjax.evals.clip_evals import _eval_arrays, batched_apply
+  from mmjax.evals.base import batched_apply, eval_arrays
   cfg, model = ctx.config, ctx.model
   if not hasattr(model, "decode_step"):
     raise MmjaxError(f"evaluator 'captioning' needs a captioning model (model.name='captioner'); got "
                      f"model.name={cfg.model.name!r} (remove 'captioning' from evals.names)")
-  arrays = _eval_arrays(ctx)
+  arrays = eval_arrays(ctx)
   images = arrays["image"]
   bs = min(int(cfg.evals.batch_size), len(images))
   beam, alpha = int(cfg.evals.get("caption_beam_size", 1)), float(cfg.evals.get("caption_alpha", 0.6))

@@ -29,7 +29,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import robustness as rb
-from mmjax.evals.runner import EVAL_KEYS, NoTokenizer
+from mmjax.evals.base import EVAL_KEYS, NoTokenizer
 from mmjax.objectives import classify, get_objective
 from mmjax.registry import DATASETS, EVALUATORS
 

@@ -5,13 +5,10 @@ Works for any two-tower model with `encode_image` / `encode_text` methods (CLIP,
 """
 from __future__ import annotations
 
-import hashlib
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from mmjax.data import pipeline
+from mmjax.evals.base import batched_apply, eval_arrays
 from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.evals.zero_shot import CIFAR_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
 from mmjax.registry import EVALUATORS
@@ -19,27 +16,6 @@ from mmjax.registry import EVALUATORS
 ZERO_SHOT_TASKS = {"shapes": shapes_tasks}   # data.name -> () -> {task: (classnames, label_fn, templates)}
 # Prepared classification data sets usable as `evals.zero_shot_data`: name -> (split, prompt templates).
 ZERO_SHOT_DATA = {"cifar10_test": ("test", CIFAR_TEMPLATES)}
-
-
-def batched_apply(fn, params, x: np.ndarray, batch_size: int) -> jax.Array:
-  """fn(params, x[i:i+bs]) over x, padding the last chunk so that one compiled shape serves all."""
-  out = []
-  for i in range(0, len(x), batch_size):
-    chunk = x[i:i + batch_size]
-    n = len(chunk)
-    if n < batch_size:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
-    out.append(fn(params, jnp.asarray(chunk))[:n])
-  return jnp.concatenate(out)
-
-
-def _eval_arrays(ctx):
-  cfg = ctx.config
-  key = hashlib.sha1((cfg.data.to_json_best_effort() + ctx.tokenizer.to_json()
-                      + str(cfg.evals.num_examples)).encode()).hexdigest()
-  if key not in ctx.cache:
-    ctx.cache[key] = pipeline.make_eval_arrays(cfg.data, ctx.tokenizer, cfg.evals.num_examples, split="test")
-  return ctx.cache[key]
 
 
 def _zero_shot_data_arrays(ctx, name: str):
@@ -69,7 +45,7 @@ def _zero_shot_data_arrays(ctx, name: str):
 @EVALUATORS.register("clip")
 def clip_eval(params, ctx) -> dict[str, float]:
   cfg, model = ctx.config, ctx.model
-  arrays = _eval_arrays(ctx)
+  arrays = eval_arrays(ctx)
   bs = min(cfg.evals.batch_size, len(arrays["image"]))
   enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
   enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from mmjax.errors import MmjaxError
-from mmjax.evals.runner import EVAL_KEYS
+from mmjax.evals.base import EVAL_KEYS
 from mmjax.registry import EVALUATORS
 
 EVAL_KEYS["generation"] = {"gen_steps": 20, "gen_guidance": 3.0, "gen_seed": 0, "gen_images": 12,
@@ -114,7 +114,7 @@ def clip_scores(workdir: str, images: np.ndarray, real: np.ndarray, captions: li
   """CLIP scores of generated `images` and `real` images [N, H, W, 3] in [-1, 1] against `captions`, with the
   CLIP trained in `workdir` (its newest checkpoint and tokenizer.json)."""
   from mmjax.data.tokenizer import Tokenizer
-  from mmjax.models.distill import load_clip_teacher, read_workdir_config
+  from mmjax.train.teacher import load_clip_teacher, read_workdir_config
   path = os.path.join(workdir, "tokenizer.json")
   if not os.path.exists(path):
     raise MmjaxError(f"evals.clip_score_workdir={workdir!r} has no tokenizer.json; point it at a CLIP workdir")
@@ -159,7 +159,7 @@ def _judge(ctx):
 @EVALUATORS.register("generation")
 def generation_eval(params, ctx) -> dict[str, float]:
   from mmjax.evals import plots
-  from mmjax.evals.clip_evals import _eval_arrays
+  from mmjax.evals.base import eval_arrays
   from mmjax.models.text_to_image import generate
   cfg, model = ctx.config, ctx.model
   if str(cfg.data.name) != "shapes":
@@ -168,7 +168,7 @@ def generation_eval(params, ctx) -> dict[str, float]:
   if not hasattr(model, "velocity"):
     raise MmjaxError(f"evaluator 'generation' needs model.name='text_to_image'; got {cfg.model.name!r}")
   steps, guidance = int(cfg.evals.gen_steps), float(cfg.evals.gen_guidance)
-  arrays = _eval_arrays(ctx)
+  arrays = eval_arrays(ctx)
   keep = _single(arrays)
   if len(keep) == 0:
     raise MmjaxError("evaluator 'generation' found no one-object test scenes; set data.min_shapes=1")

@@ -32,7 +32,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import generation
-from mmjax.evals.runner import EVAL_KEYS
+from mmjax.evals.base import EVAL_KEYS
 from mmjax.models.mvae import NUM_CLASSES
 from mmjax.objectives import mvae as mvae_obj
 from mmjax.registry import EVALUATORS

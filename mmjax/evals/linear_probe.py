@@ -257,7 +257,7 @@ def to_model_range(images: jax.Array) -> jax.Array:
 def image_features(params, ctx, images: np.ndarray) -> np.ndarray:
   """`model.encode_image` of images [N, H, W, 3] (float in [-1, 1] or uint8) in batches of evals.batch_size ->
   float32 [N, D]."""
-  from mmjax.evals.clip_evals import batched_apply
+  from mmjax.evals.base import batched_apply
   fn = jax.jit(lambda p, x: ctx.model.apply({"params": p}, to_model_range(x), method="encode_image"))
   bs = min(int(ctx.config.evals.batch_size), len(images))
   return np.asarray(batched_apply(fn, params, images, bs), np.float32)

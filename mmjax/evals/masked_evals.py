@@ -18,7 +18,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import plots
-from mmjax.evals.clip_evals import _eval_arrays
+from mmjax.evals.base import eval_arrays
 from mmjax.objectives import get_objective
 from mmjax.registry import EVALUATORS
 
@@ -26,7 +26,7 @@ EVAL_SEED = 0
 
 
 def _test_batch(ctx) -> dict:
-  arrays = _eval_arrays(ctx)
+  arrays = eval_arrays(ctx)
   if hasattr(pipeline, "first_caption_only") and "txt_to_img" in arrays:
     arrays = pipeline.first_caption_only(arrays)
   return arrays

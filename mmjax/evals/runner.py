@@ -1,46 +1,17 @@
 """Runs the evaluators named in `config.evals.names` ("clip,..."), each `fn(params, ctx) -> dict[str, float]`.
 
 An evaluator module may declare the `evals.*` config keys it reads beyond the base config's, with defaults,
-in `EVAL_KEYS[name]` (the training loop then accepts them in a config: `mmjax.train.loop.config_schema`).
+in `mmjax.evals.base.EVAL_KEYS[name]` (the training loop then accepts them in a config:
+`mmjax.train.loop.config_schema`).
 Runs on data without text have no tokenizer: evaluators then see `ctx.tokenizer` as a `NoTokenizer`, falsy,
 whose every use raises a one-line MmjaxError naming the evaluator.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from mmjax.errors import MmjaxError
+from mmjax.evals.base import EVAL_KEYS, EvalContext, NoTokenizer  # noqa: F401  (re-exported)
 from mmjax.registry import EVALUATORS
-
-EVAL_KEYS: dict[str, dict[str, Any]] = {}   # evaluator name -> {evals.<key>: default}
-
-
-@dataclasses.dataclass
-class EvalContext:
-  config: Any
-  model: Any
-  tokenizer: Any
-  mesh: Any
-  cache: dict[str, Any]
-  workdir: str | None = None   # where evaluators may write files (figures); None: write nothing
-
-
-class NoTokenizer:
-  """Stands for the missing tokenizer of a run on data without text: any attribute raises MmjaxError."""
-
-  def __init__(self, evaluator: str, data_name: str):
-    self._evaluator, self._data_name = evaluator, data_name
-
-  def __bool__(self) -> bool:
-    return False
-
-  def __getattr__(self, attr: str):
-    if attr.startswith("__"):
-      raise AttributeError(attr)
-    raise MmjaxError(f"evaluator {self._evaluator!r} needs a tokenizer, but data.name={self._data_name!r} has no "
-                     f"text, so the run has none; remove {self._evaluator!r} from config key evals.names")
-
 
 _CACHE: dict[str, Any] = {}  # eval data survives between evaluations of one process
 

@@ -16,7 +16,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals.classify_evals import eval_split, predictor
-from mmjax.evals.runner import EVAL_KEYS
+from mmjax.evals.base import EVAL_KEYS
 from mmjax.objectives import classify, get_objective
 from mmjax.registry import EVALUATORS
 

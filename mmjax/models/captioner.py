@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
-from mmjax.data.tokenizer import SPECIAL_TOKENS
+from mmjax.vocab import SPECIAL_TOKENS
 from mmjax.encoders import ViT
 from mmjax.errors import MmjaxError
 from mmjax.layers import LN_EPS

@@ -24,12 +24,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.data import shapes as shapes_lib
 from mmjax.errors import MmjaxError
 from mmjax.registry import MODELS
 
-NUM_CLASSES = {"shape": len(shapes_lib.SHAPES), "colour": len(shapes_lib.COLOURS), "size": len(shapes_lib.SIZES),
-               "position": len(shapes_lib.POSITIONS)}
+# The class counts of the generated shapes' attributes (mmjax.data.shapes SHAPES, COLOURS, SIZES, POSITIONS; given
+# here because models import no data module: tests/test_mvae.py checks that they agree).
+NUM_CLASSES = {"shape": 6, "colour": 8, "size": 3, "position": 9}
 LOGVAR_MIN, LOGVAR_MAX = -8.0, 8.0
 
 

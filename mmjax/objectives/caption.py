@@ -11,8 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmjax.data.tokenizer import SPECIAL_TOKENS
-from mmjax.objectives import Objective
+from mmjax.vocab import SPECIAL_TOKENS
+from mmjax.objectives.base import Objective
 from mmjax.objectives.masked import masked_token_loss
 from mmjax.registry import OBJECTIVES
 

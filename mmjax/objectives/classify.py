@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import MmjaxError
-from mmjax.objectives import Objective
+from mmjax.objectives.base import Objective
 from mmjax.registry import OBJECTIVES
 
 

@@ -7,7 +7,8 @@ translation back,
 x_T (batch entries `model.targets`, concatenated along features) are needed only here, never at test time.
 
 "distill" (Gupta et al. 2016; Hinton et al. 2015; model "distill_student" of mmjax/models/distill.py): a frozen
-teacher on one modality gives soft targets on paired examples of another, the student's:
+teacher on one modality (`model.teacher`, loaded by mmjax/train/teacher.py) gives soft targets on paired examples
+of another, the student's:
   loss = (1 - α) · CE_lab + α · KD_T,
   CE_lab = Σ_i m_i CE(s_i, y_i) / max(Σ_i m_i, 1)     (m = batch["labeled"] in {0, 1}; all ones if absent)
   KD_T   = T² · mean_i KL(softmax(t_i / T) || softmax(s_i / T))
@@ -27,8 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import MmjaxError
-from mmjax.models import distill as distill_models
-from mmjax.objectives import Objective
+from mmjax.models.clip import l2_normalize
+from mmjax.objectives.base import Objective
 from mmjax.objectives.classify import softmax_cross_entropy
 from mmjax.objectives.contrastive import clip_loss
 from mmjax.registry import OBJECTIVES
@@ -95,13 +96,21 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) 
   return jnp.sum(mask * softmax_cross_entropy(logits, labels)) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+def _teacher(model):
+  """The frozen teacher the training side attached to a distillation student (mmjax.train.teacher.attach)."""
+  if getattr(model, "teacher", None) is None:
+    raise MmjaxError(f"model {type(model).__name__} has no teacher loaded; build it with "
+                     f"mmjax.train.teacher.attach(model, example_batch) (the Trainer does)")
+  return model.teacher
+
+
 def distill_loss(params, batch: dict, rng, *, model, train: bool = True):
   """-> ((1-α) CE_lab + α KD_T, {loss, ce, kd, accuracy, teacher_accuracy, agreement, labeled})."""
   keys = tuple(model.modalities)
   missing = [k for k in (*keys, "label") if k not in batch]
   if missing:
     raise MmjaxError(f"objective 'distill' needs batch keys {missing}; the batch has {sorted(batch)}")
-  teacher = distill_models.teacher_of(model, batch)
+  teacher = _teacher(model)
   lengths = {k: batch[f"{k}_length"] for k in keys if f"{k}_length" in batch}
   kwargs = {"lengths": lengths} if lengths else {}
   logits = model.apply({"params": params}, *[batch[k] for k in keys], train=train, rngs={"dropout": rng}, **kwargs)
@@ -147,12 +156,19 @@ def feature_distill_loss(student: jax.Array, teacher: jax.Array, kind: str = "co
   return 0.5 * (jnp.mean(jax.nn.logsumexp(logits, axis=1) - diag) + jnp.mean(jax.nn.logsumexp(logits, axis=0) - diag))
 
 
+def contrastive_coordination_loss(h1: jax.Array, h2: jax.Array, logit_scale: jax.Array) -> tuple[jax.Array, dict]:
+  """Contrastive coordination (CLIP-style InfoNCE, Radford et al. 2021) of paired views h1 [N, E], h2 [N, E]:
+  both are L2-normalised and the symmetric cross-entropy of their scaled similarity matrix is returned (the
+  contrastive counterpart of Deep CCA's correlation objective, mmjax.alignment.cca.dcca_loss)."""
+  return clip_loss(l2_normalize(h1), l2_normalize(h2), logit_scale)
+
+
 def clip_feature_distill_loss(params, batch: dict, rng, *, model, train: bool = True):
   """-> (Σ_towers feature loss + clip_weight · CLIP loss, {loss, image, text, clip, image_cos, text_cos})."""
   missing = [k for k in ("image", "tokens") if k not in batch]
   if missing:
     raise MmjaxError(f"objective 'clip_feature_distill' needs batch keys {missing}; the batch has {sorted(batch)}")
-  teacher = distill_models.teacher_of(model, batch)
+  teacher = _teacher(model)
   zimg, ztxt, extra = model.apply({"params": params}, batch["image"], batch["tokens"], train=train,
                                   rngs={"dropout": rng})
   t_img, t_txt = teacher(batch)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import MmjaxError
-from mmjax.objectives import Objective
+from mmjax.objectives.base import Objective
 from mmjax.registry import OBJECTIVES
 
 MAX_LOGIT_SCALE = math.log(100.0)   # OpenCLIP's clamp of the parameter (applied by the train step, not here)

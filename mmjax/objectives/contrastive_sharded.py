@@ -27,10 +27,10 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
 from mmjax.errors import MmjaxError
-from mmjax.objectives import Objective
+from mmjax.objectives.base import Objective
 from mmjax.objectives.contrastive import _f32, image_text_features
 from mmjax.registry import OBJECTIVES
-from mmjax.train.sharding import AXES, make_mesh
+from mmjax.mesh import AXES, make_mesh
 
 Axes = Sequence[str]
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.alignment.tokens import filip_loss
-from mmjax.objectives import Objective
+from mmjax.objectives.base import Objective
 from mmjax.registry import OBJECTIVES
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmjax.objectives import Objective
+from mmjax.objectives.base import Objective
 from mmjax.registry import OBJECTIVES
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmjax.data.tokenizer import SPECIAL_TOKENS
 from mmjax.layers import through_eot
+from mmjax.vocab import SPECIAL_TOKENS
 from mmjax.models.mae import pixel_targets
-from mmjax.objectives import Objective
+from mmjax.objectives.base import Objective
 from mmjax.registry import OBJECTIVES
 
 MASK_ID = SPECIAL_TOKENS.index("<mask>")

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.models.mvae import first_column
-from mmjax.objectives import Objective
+from mmjax.objectives.base import Objective
 from mmjax.registry import OBJECTIVES
 
 LABEL_WEIGHT = 50.0

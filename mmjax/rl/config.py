@@ -19,6 +19,7 @@ def rl_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 100
   c.keep_checkpoints = 2
   c.progress_bar = True
+  c.preemption_check_every = 10    # several processes: agree on a stop signal every this many updates
   c.mask_instruction = False       # True: the agent never sees the instruction (the language-free baseline)
   world = {f.name: f.default for f in dataclasses.fields(WorldConfig)}
   world["colours"], world["shapes"] = ",".join(world["colours"]), ",".join(world["shapes"])

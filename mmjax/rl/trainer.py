@@ -1,5 +1,6 @@
 """PPOTrainer: the RL counterpart of `mmjax.train.loop.Trainer` (same workdir layout, checkpoints, metrics,
-progress bar and preemption handling), chosen by `mmjax.main` when the config says `trainer = "ppo"`.
+progress bar and preemption handling, with the helpers of mmjax/train/workdir.py and preemption.py; it does not
+import the loop), chosen by `mmjax.trainers.make_trainer` when the config says `trainer = "ppo"`.
 
 One training step = one jitted PPO update (`mmjax.rl.ppo.PPO.update`: rollout of num_envs x num_steps
 environment steps + epochs of minibatch updates). The checkpoint holds the whole `Runner` (parameters, optimiser
@@ -10,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import jax
-import numpy as np
 
 from mmjax import config as config_lib
 from mmjax.errors import MmjaxError
@@ -23,9 +22,9 @@ from mmjax.rl.grounding import grounding_report
 from mmjax.rl.networks import ActorCritic
 from mmjax.rl.ppo import PPO, PPOConfig
 from mmjax.train import checkpoint as ckpt_lib
-from mmjax.train.loop import atomic_write, check_workdir
-from mmjax.train.metrics import MetricWriter
-from mmjax.train.preemption import Preempted, PreemptionGuard
+from mmjax.train.metrics import MetricWriter, StepTimer
+from mmjax.train.preemption import Preempted, PreemptionGuard, stop_requested
+from mmjax.train.workdir import atomic_write, check_workdir
 
 
 def build_network(config) -> ActorCritic:
@@ -79,7 +78,7 @@ class PPOTrainer:
             f"evaluating the last checkpoint", flush=True)
     own_guard = guard is None
     guard = PreemptionGuard().__enter__() if own_guard else guard
-    t0 = time.time()
+    timer = StepTimer()
     try:
       for step in range(self.start_step, config.total_steps):
         runner, metrics = self.algo.update(runner)
@@ -90,14 +89,14 @@ class PPOTrainer:
         writer.update_progress(done)
         last = done == config.total_steps
         if done % config.log_every == 0 or last:
-          self._flush(pending, writer, last_saved, t0)
-          t0 = time.time()
+          self._flush(pending, writer, last_saved, timer)
         if done % config.checkpoint_every == 0 or last:
-          self._flush(pending, writer, last_saved, t0)
-          self.ckpt.save(done, runner, {"env_steps": done * self.env_steps_per_update}, self.meta())
+          self._flush(pending, writer, last_saved, timer)
+          with timer.excluded():            # env_steps_per_s counts the updates' time, not the checkpoint's
+            self.ckpt.save(done, runner, {"env_steps": done * self.env_steps_per_update}, self.meta())
           last_saved = done
-        if guard.requested:
-          self._flush(pending, writer, last_saved, t0)
+        if stop_requested(guard, done, config.preemption_check_every):   # all processes stop after one step
+          self._flush(pending, writer, last_saved, timer)
           if last_saved != done:
             self.ckpt.save(done, runner, {"env_steps": done * self.env_steps_per_update}, self.meta())
           self.ckpt.close()
@@ -115,10 +114,12 @@ class PPOTrainer:
     writer.close()
     return results
 
-  def _flush(self, pending, writer: MetricWriter, last_saved, t0: float) -> None:
+  def _flush(self, pending, writer: MetricWriter, last_saved, timer: StepTimer) -> None:
+    """As the supervised loop's `_flush`: writes the buffered updates' metrics (env_steps_per_s over `timer.lap()`)."""
     if not pending:
       return
     fetched = jax.device_get([m for _, m in pending])
+    elapsed = timer.lap()
     for (step, _), m in zip(pending, fetched):
       if not m["finite"]:
         self.ckpt.wait()
@@ -130,7 +131,7 @@ class PPOTrainer:
       row = {k: float(v) for k, v in m.items() if k != "finite"}
       row["env_steps"] = step * self.env_steps_per_update
       if step == pending[-1][0]:
-        row["env_steps_per_s"] = n * self.env_steps_per_update / max(time.time() - t0, 1e-9)
+        row["env_steps_per_s"] = n * self.env_steps_per_update / max(elapsed, 1e-9)
       writer.write(step, row, prefix="train")
     last = fetched[-1]
     writer.update_progress(pending[-1][0], {"success": float(last["success_rate"]), "loss": float(last["loss"])})

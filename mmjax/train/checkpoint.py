@@ -169,10 +169,6 @@ def is_committed(path: str) -> bool:
                                   or os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")))
 
 
-def dir_size(path: str) -> int:
-  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-
-
 def _sha256(path: str) -> str:
   h = hashlib.sha256()
   with open(path, "rb") as f:

@@ -9,13 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 import zlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 import numpy as np
 
 from mmjax import config as config_lib
@@ -28,23 +26,12 @@ from mmjax.objectives import classify, get_objective
 from mmjax.registry import DATASETS
 from mmjax.train import checkpoint as ckpt_lib
 from mmjax.train import optim, sharding
-from mmjax.train.metrics import MetricWriter
-from mmjax.train.preemption import Preempted, PreemptionGuard
+from mmjax.train import teacher as teacher_lib
+from mmjax.train.metrics import MetricWriter, StepTimer
+from mmjax.train.preemption import Preempted, PreemptionGuard, stop_requested
 from mmjax.train.state import TrainState
 from mmjax.train.step import make_train_step
-
-
-def check_workdir(workdir: str) -> None:
-  """Fails before any compute if the workdir cannot be created or written."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise MmjaxError(f"workdir {workdir!r} is not writable ({e.strerror}); choose another --workdir "
-                     f"or fix its permissions") from None
+from mmjax.train.workdir import atomic_write, check_workdir
 
 
 def _get(config, key: str) -> Any:
@@ -77,20 +64,11 @@ def check_model_data(config) -> None:
                      f"set both to the same value (e.g. --config.data.context_length={ctx})")
 
 
-def atomic_write(path: str, text: str) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def config_schema(config):
   """The base config extended by the `data.*` keys the configured data set declares (`DatasetEntry.config_keys`)
   and the `evals.*` keys of the configured evaluators (`runner.evaluator_keys`): what `check_keys` accepts.
-  RL configs (`trainer = "ppo"`) have their own schema, mmjax.rl.config.rl_config."""
-  from mmjax.rl.config import is_rl_config, rl_config
-  if is_rl_config(config):
-    return rl_config()
+  RL configs (`trainer = "ppo"`) have their own schema, mmjax.rl.config.rl_config (mmjax.trainers.config_schema
+  picks the one a config needs)."""
   schema = config_lib.base_config()
   name = _get(config, "data.name")
   if isinstance(name, str):
@@ -192,6 +170,7 @@ class Trainer:
 
   def _build_state(self) -> None:
     sample = pipeline.first_caption_only(pipeline.make_eval_arrays(self.config.data, self.tokenizer, 2, "train"))
+    self.model = teacher_lib.attach(self.model, sample)   # a distillation student's frozen teacher, read once here
     inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample, self.model)]
     kwargs = jax.tree.map(jnp.asarray, model_kwargs(self.model, sample))
     rng = jax.random.PRNGKey(self.config.seed)
@@ -238,14 +217,14 @@ class Trainer:
                           progress_bar=config.progress_bar, initial_step=self.start_step)
     pending: list[tuple[int, dict[str, Any], float]] = []
     last_saved = self.start_step if self.restored is not None else None
-    state, spec, results, t0 = self.state, None, {}, time.time()
+    state, spec, results, timer = self.state, None, {}, StepTimer()
     if self.start_step >= config.total_steps:
       if jax.process_index() == 0:
         print(f"mmjax: {self.workdir} already finished {self.start_step} steps (total_steps="
               f"{config.total_steps}); evaluating the last checkpoint", flush=True)
       results = self.run_evals(state.params, self.start_step, writer)
     # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py); with
-    # several processes, all of them stop after the same step (_stop_requested).
+    # several processes, all of them stop after the same step (stop_requested, every preemption_check_every steps).
     # Under the run's mesh, so that objectives with explicit collectives (shard_map) see its axes.
     with (contextlib.nullcontext(guard) if guard is not None else PreemptionGuard()) as guard, jax.set_mesh(mesh):
       for step in range(self.start_step, config.total_steps):
@@ -264,31 +243,22 @@ class Trainer:
         writer.update_progress(done)
         last = done == config.total_steps
         if done % config.log_every == 0 or last:
-          self._flush(pending, writer, last_saved, t0)
-          t0 = time.time()
+          self._flush(pending, writer, last_saved, timer)
         if done % config.checkpoint_every == 0 or last:
-          self._flush(pending, writer, last_saved, t0)
-          self.ckpt.save(done, state, data.get_state(), self.meta())
+          self._flush(pending, writer, last_saved, timer)
+          with timer.excluded():            # steps_per_s counts the steps' time, not the checkpoint's
+            self.ckpt.save(done, state, data.get_state(), self.meta())
           last_saved = done
-        if self._stop_requested(guard):
+        if stop_requested(guard, done, config.preemption_check_every):
           self.state = state
-          self._preempt(guard, done, state, data, pending, writer, last_saved, t0)
+          self._preempt(guard, done, state, data, pending, writer, last_saved, timer)
         if (config.eval_every and done % config.eval_every == 0) or last:
-          results = self.run_evals(state.params, done, writer)
+          with timer.excluded():            # nor the evaluation's
+            results = self.run_evals(state.params, done, writer)
     self.ckpt.close()
     writer.close()
     self.state = state
     return results
-
-  def _stop_requested(self, guard: PreemptionGuard) -> bool:
-    """Whether to stop after this step. With several processes, all agree: each step they all-gather their
-    flags, so a signal that reaches any one process stops every process after the same step."""
-    if jax.process_count() == 1:
-      return guard.requested
-    flags = multihost_utils.process_allgather(np.asarray([int(guard.requested)], np.int32))
-    if flags.any() and not guard.requested:
-      guard.request_from_peer()
-    return bool(flags.any())
 
   def _next_batch(self, data, step: int, last_saved: int | None) -> dict:
     """The next batch; a failing data worker (an exception, or a worker process that died) stops the run with
@@ -305,9 +275,9 @@ class Trainer:
     return (f"the last checkpoint is step {last_saved} in {self.ckpt.directory}; fix the data and rerun to "
             f"resume" if last_saved else "no checkpoint was written")
 
-  def _preempt(self, guard: PreemptionGuard, done: int, state, data, pending, writer, last_saved, t0) -> None:
+  def _preempt(self, guard: PreemptionGuard, done: int, state, data, pending, writer, last_saved, timer) -> None:
     """Stops at step `done` on request: flushes metrics, saves (unless just saved), commits, raises `Preempted`."""
-    self._flush(pending, writer, last_saved, t0)  # the non-finite guard applies: never checkpoint a NaN state
+    self._flush(pending, writer, last_saved, timer)  # the non-finite guard applies: never checkpoint a NaN state
     if last_saved != done:
       self.ckpt.save(done, state, data.get_state(), self.meta())
     self.ckpt.close()  # waits until the checkpoint is committed
@@ -316,11 +286,13 @@ class Trainer:
                     f"{self.ckpt.directory}/{done}; rerun the same command to resume", step=done,
                     signal_name=guard.signal_name or "SIGTERM")
 
-  def _flush(self, pending, writer, last_saved, t0) -> None:
-    """Fetches buffered step metrics (one host sync), stops on the first non-finite step, writes the rest."""
+  def _flush(self, pending, writer, last_saved, timer: StepTimer) -> None:
+    """Fetches buffered step metrics (one host sync), stops on the first non-finite step, writes the rest with
+    `steps_per_s` over the window's step time (`timer.lap()`: checkpoint and eval time taken out)."""
     if not pending:
       return
     fetched = jax.device_get([m for _, m, _ in pending])
+    elapsed = timer.lap()                     # the window's steps are done (their metrics fetched)
     for (step, _, fp), m in zip(pending, fetched):
       if not m["finite"]:
         self.ckpt.wait()
@@ -333,7 +305,7 @@ class Trainer:
       row = {k: float(v) for k, v in m.items() if k != "finite"}
       row["batch_fingerprint"] = fp
       if step == pending[-1][0]:
-        row["steps_per_s"] = n / max(time.time() - t0, 1e-9)
+        row["steps_per_s"] = n / max(elapsed, 1e-9)
       writer.write(step, row, prefix="train")
     writer.update_progress(pending[-1][0], {"loss": float(fetched[-1]["loss"]), "lr": float(fetched[-1]["lr"])})
     pending.clear()
@@ -353,16 +325,3 @@ class Trainer:
     with MetricWriter(self.workdir, total_steps=0, enabled=jax.process_index() == 0, progress_bar=False) as writer:
       return self.run_evals(self.state.params, self.start_step, writer)
 
-
-def make_trainer(config, workdir: str):
-  """The trainer a config asks for: mmjax.rl's PPOTrainer for `trainer = "ppo"` (same interface: train(guard),
-  evaluate(), start_step), else this loop's Trainer."""
-  from mmjax.rl.config import is_rl_config
-  if is_rl_config(config):
-    from mmjax.rl.trainer import PPOTrainer
-    return PPOTrainer(config, workdir)
-  return Trainer(config, workdir)
-
-
-def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-  return make_trainer(config, workdir).train()

@@ -3,13 +3,14 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 import time
 import warnings
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
@@ -18,6 +19,31 @@ import tqdm
 from mmjax.errors import MmjaxError
 
 JSONL_NAME = "metrics.jsonl"
+
+
+class StepTimer:
+  """The wall time of the steps of one logging window, without the time spent inside it on other work
+  (checkpoints, evaluations: `with timer.excluded(): ...`), so that `steps_per_s = n / timer.lap()` measures steps.
+
+  `lap()` returns the window's step time and starts the next window. `clock`: seconds (time.time; fakes in tests).
+  """
+
+  def __init__(self, clock: Callable[[], float] = time.time):
+    self._clock = clock
+    self.start = clock()
+
+  @contextlib.contextmanager
+  def excluded(self) -> Iterator[None]:
+    t = self._clock()
+    try:
+      yield
+    finally:
+      self.start += self._clock() - t
+
+  def lap(self) -> float:
+    now = self._clock()
+    elapsed, self.start = now - self.start, now
+    return elapsed
 
 
 _TB_UNSAFE = re.compile(r"[^A-Za-z0-9_./-]")

@@ -6,9 +6,12 @@ step, saves a checkpoint with the data-iterator state, waits for it to commit an
 the same command resumes). A second signal exits at once with `EXIT_FORCED`: orbax commits a checkpoint by an
 atomic rename, so a forced exit leaves at worst an uncommitted temporary directory and the previous checkpoint.
 
-Several processes: the loop all-gathers every process's flag after each step, so a signal that reaches any one
-process (a preempted host) stops all of them after the same step, and they save one consistent checkpoint
-(`Trainer._stop_requested`; a peer's stop is recorded with `request_from_peer`).
+Several processes: every `config.preemption_check_every` steps (the same steps on every process) the trainers
+all-gather each process's flag (`stop_requested`), so a signal that reaches any one process (a preempted host)
+stops all of them after the same step, and they save one consistent checkpoint (a peer's stop is recorded with
+`request_from_peer`). Between those steps nothing blocks on the other hosts; a signal waits at most
+`preemption_check_every - 1` steps, so choose it so that this many steps take well under the grace period.
+One process checks its own flag after every step (no collective).
 """
 from __future__ import annotations
 
@@ -32,6 +35,25 @@ def _say(line: str) -> None:
     os.write(2, (line + "\n").encode())
   except OSError:
     pass
+
+
+def stop_requested(guard: "PreemptionGuard", step: int, every: int = 1) -> bool:
+  """Whether every process stops after `step` (steps counted alike on all processes). One process: its own flag,
+  each step. Several: at steps divisible by `every` only, one blocking all-gather of the flags (a stop anywhere is
+  a stop everywhere); False at the other steps, where no process waits for another."""
+  import jax
+  if jax.process_count() == 1:
+    return guard.requested
+  if every < 1:
+    raise MmjaxError(f"config key preemption_check_every={every} must be >= 1")
+  if step % every:
+    return False
+  import numpy as np
+  from jax.experimental import multihost_utils
+  flags = multihost_utils.process_allgather(np.asarray([int(guard.requested)], np.int32))
+  if flags.any() and not guard.requested:
+    guard.request_from_peer()
+  return bool(flags.any())
 
 
 class Preempted(MmjaxError):

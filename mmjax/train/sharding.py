@@ -10,38 +10,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mmjax.errors import MmjaxError
+from mmjax.mesh import AXES, BATCH_SPEC, divisors, make_mesh  # noqa: F401  (re-exported: the loop's names)
 from mmjax.train.optim import path_str
-
-AXES = ("data", "fsdp")
-BATCH_SPEC = P(AXES)
-
-
-def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Builds a `Mesh` with axes ("data", "fsdp") from e.g. {"data": -1, "fsdp": 1}; -1 takes the remaining devices."""
-  devices = list(jax.devices() if devices is None else devices)
-  n = len(devices)
-  sizes = {a: int(mesh_cfg.get(a, 1)) for a in AXES}
-  unknown = set(mesh_cfg.keys()) - set(AXES)
-  if unknown:
-    raise MmjaxError(f"unknown mesh axis {sorted(unknown)} in config key mesh; valid axes: {AXES}")
-  for a, s in sizes.items():
-    if s != -1 and (s < 1 or n % s):
-      raise MmjaxError(f"config key mesh.{a}={s} does not fit the {n} available devices; valid values: "
-                       f"{divisors(n)} (divisors of the device count) or -1 for all remaining devices")
-  free = [a for a, s in sizes.items() if s == -1]
-  if len(free) > 1:
-    raise MmjaxError(f"config key mesh: at most one axis may be -1, got {dict(sizes)}")
-  fixed = math.prod(s for s in sizes.values() if s != -1)
-  if free:
-    if n % fixed:
-      raise MmjaxError(f"config key mesh={dict(sizes)}: {n} devices are not divisible by {fixed}")
-    sizes[free[0]] = n // fixed
-  if math.prod(sizes.values()) != n:
-    raise MmjaxError(f"config key mesh={dict(sizes)} needs {math.prod(sizes.values())} devices, "
-                     f"but {n} are available; use -1 for one axis to fill the rest")
-  grid = np.asarray(devices).reshape([sizes[a] for a in AXES])
-  return Mesh(grid, AXES)
-
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, BATCH_SPEC)
@@ -157,10 +127,6 @@ def sharding_table(state: Any, state_shardings: Any, max_rows: int | None = None
     out.append(f"{group}: {_fmt_bytes(dev)} per device of {_fmt_bytes(full)} "
                f"({100 * dev / max(full, 1):.0f} %)")
   return "\n".join(out)
-
-
-def divisors(n: int) -> list[int]:
-  return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def nearby_multiples(value: int, unit: int) -> list[int]:
