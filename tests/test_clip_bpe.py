@@ -100,6 +100,19 @@ def test_decode_round_trips_plain_words(tok):
   assert tok.decode(tok.encode(texts, 32)) == [t.lower() for t in texts]
 
 
+def test_cleaning_fast_path_equals_ftfy():
+  """Text that skips ftfy (printable ASCII, tab, newline, no "&") is cleaned exactly as open_clip's ftfy route."""
+  ftfy = pytest.importorskip("ftfy")
+  import html
+  rng = np.random.default_rng(0)
+  alphabet = np.array(list("\t\n \r&;#<>'\"!?.,-_aAzZ09") + [chr(c) for c in range(0x20, 0x7f)])
+  texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 40))) for _ in range(4000)]
+  skipped = sum(clip_bpe._NEEDS_FTFY(t) is None for t in texts)
+  assert 1000 < skipped < 4000
+  want = [" ".join(html.unescape(html.unescape(ftfy.fix_text(t))).strip().split()).strip().lower() for t in texts]
+  assert [clip_bpe.clean(t) for t in texts] == want
+
+
 def test_errors_and_pickle(tok, ref):
   with pytest.raises(MmjaxError, match="list of strings"):
     tok.encode("a dog")
@@ -145,7 +158,7 @@ def test_default_lookup_imports_neither_open_clip_nor_torch(tok):
   code = ("import sys; from mmjax.data.clip_bpe import find_bpe_file; print(find_bpe_file()); "
           "assert not {'torch', 'open_clip'} & set(sys.modules), sorted(sys.modules)")
   env = {k: v for k, v in os.environ.items() if k != clip_bpe.ENV_VAR}
-  env["PYTHONPATH"] = ROOT
+  env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip().endswith(os.path.join("open_clip", clip_bpe.BPE_FILE))

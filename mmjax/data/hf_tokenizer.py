@@ -127,4 +127,5 @@ class HfTokenizer:
                 {k: state[k] for k in ("pad_id", "eos_id", "bos_id")})
 
   def __repr__(self) -> str:
-    return f"HfTokenizer({self.path!r}, vocab_size={self.vocab_size}, pad={self._pad}, bos={self._bos}, eos={self._eos})"
+    return f"HfTokenizer({self.path!r}, vocab_size={self.vocab_size}, pad={self._pad}, bos={self._bos}, " \
+        f"eos={self._eos})"
