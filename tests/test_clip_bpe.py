@@ -164,7 +164,13 @@ def test_default_lookup_imports_neither_open_clip_nor_torch(tok):
   assert out.stdout.strip().endswith(os.path.join("open_clip", clip_bpe.BPE_FILE))
 
 
-def test_factory_kinds():
+def test_factory_kinds(monkeypatch):
+  from mmjax.data import pipeline
+  trained = object()
+  monkeypatch.setattr(pipeline, "build_tokenizer", lambda data_cfg: trained if data_cfg.name == "x" else None)
+  assert build_tokenizer(ml_collections.ConfigDict(dict(data=dict(name="x")))) is trained   # default: today's BPE
+  assert build_tokenizer(ml_collections.ConfigDict(dict(data=dict(name="x"), tokenizer=dict(kind="bpe_trained")))) \
+      is trained
   with pytest.raises(MmjaxError, match="tokenizer.kind='bpe'.*clip_bpe"):
     build_tokenizer(ml_collections.ConfigDict(dict(tokenizer=dict(kind="bpe"))))
   with pytest.raises(MmjaxError, match="tokenizer.path"):
