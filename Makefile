@@ -16,6 +16,8 @@ $(PY):
 $(STAMP): setup.cfg pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	# the CLIP BPE vocabulary (mmjax/data/clip_bpe.py finds it in this wheel; --no-deps: no torch)
+	$(PY) -m pip install -q --no-deps open_clip_torch==3.3.0
 	touch $(STAMP)
 
 install: $(STAMP)
