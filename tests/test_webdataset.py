@@ -231,3 +231,42 @@ def test_too_many_bad_examples_stop_the_run(bad_shards):
   st = wds.SampleStream(wds.StreamSpec((paths[0],), (1.0,), shuffle_buffer=0, max_bad_fraction=0.01))
   with pytest.raises(MmjaxError, match=r"of the \d+ examples seen are bad, more than data.max_bad_fraction=0.01"):
     take(st, 500)                                       # half the samples are bad: stops after 100 seen at most
+
+
+# --------------------------------------------------------------------------------------------------- training
+@pytest.mark.slow
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
+  """CLIP trained 10 steps on shards (with a corrupt JPEG and a caption-less sample) == the same run SIGKILLed at a
+  random step and rerun: identical parameters, batch fingerprints of every step, and bad-example counts."""
+  from conftest import read_jsonl, run_driver
+  d = tmp_path / "shards"
+  d.mkdir()
+  for s in range(4):
+    samples = [good(f"k{s}_{i:02d}", 50 * s + i) for i in range(9)]
+    if s == 1:
+      samples[3] = ("k1_03", {"jpg": b"\xff\xd8garbage", "txt": b"a broken image"})
+      samples[6] = ("k1_06", {"jpg": jpeg(6)})
+    write_tar(d / f"{s}.tar", samples)
+  settings = [f"data.shards={d}/{{0..3}}.tar", f"data.val_shards={d}/0.tar", "data.shuffle_buffer=6",
+              "data.max_bad_fraction=0.5", "total_steps=10", "checkpoint_every=2", "log_every=1", "evals.names=''"]
+  args = [a for s in settings for a in ("--set", s)]
+  config = "experiments/clip_webdataset.py:runlocal"
+  run_driver("--config", config, "--workdir", str(tmp_path / "a"), "--dump", str(tmp_path / "a.npz"), *args)
+  kill = int(np.random.default_rng(24).integers(3, 9))
+  killed = run_driver("--config", config, "--workdir", str(tmp_path / "b"), "--kill_at", f"train:{kill}", *args,
+                      check=False)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  run_driver("--config", config, "--workdir", str(tmp_path / "b"), "--dump", str(tmp_path / "b.npz"), *args)
+  with np.load(tmp_path / "a.npz") as za, np.load(tmp_path / "b.npz") as zb:
+    assert za.files == zb.files
+    for k in za.files:
+      np.testing.assert_array_equal(za[k], zb[k], err_msg=k)
+  rows = {w: [r for r in read_jsonl(tmp_path / w / "metrics.jsonl") if "train/loss" in r] for w in "ab"}
+  ref = {r["step"]: r for r in rows["a"]}
+  assert sorted(ref) == list(range(1, 11)) and len({r["train/batch_fingerprint"] for r in ref.values()}) == 10
+  assert len(rows["b"]) > 10                            # some steps ran twice: before the kill and after resuming
+  for r in rows["b"]:
+    assert r["train/batch_fingerprint"] == ref[r["step"]]["train/batch_fingerprint"], r["step"]
+    assert (r["train/data_bad"], r["train/data_seen"]) == (ref[r["step"]]["train/data_bad"],
+                                                           ref[r["step"]]["train/data_seen"])
+  assert ref[10]["train/data_bad"] >= 2                 # 10 x 8 examples: more than two epochs of 34 good ones
