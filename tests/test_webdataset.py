@@ -256,7 +256,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
   killed = run_driver("--config", config, "--workdir", str(tmp_path / "b"), "--kill_at", f"train:{kill}", *args,
                       check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]
-  run_driver("--config", config, "--workdir", str(tmp_path / "b"), "--dump", str(tmp_path / "b.npz"), *args)
+  resumed = run_driver("--config", config, "--workdir", str(tmp_path / "b"), "--dump", str(tmp_path / "b.npz"), *args)
   with np.load(tmp_path / "a.npz") as za, np.load(tmp_path / "b.npz") as zb:
     assert za.files == zb.files
     for k in za.files:
@@ -270,3 +270,4 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(tmp_path):
     assert (r["train/data_bad"], r["train/data_seen"]) == (ref[r["step"]]["train/data_bad"],
                                                            ref[r["step"]]["train/data_seen"])
   assert ref[10]["train/data_bad"] >= 2                 # 10 x 8 examples: more than two epochs of 34 good ones
+  assert f"mmjax: data: {int(ref[10]['train/data_bad'])} bad examples skipped of" in resumed.stdout
