@@ -147,6 +147,7 @@ class SampleStream:
     self.epoch, self.shard, self.offset, self.emitted, self.seen, self.bad = 0, 0, 0, 0, 0, 0
     self.buffer: list[Sample] = []
     self._refs: list[tuple[int, int]] = []      # (shard position, start offset) of each buffered sample
+    self._refs_pending = (0, 0)                 # the ref of the sample `_read` returned last
     self._gen: Iterator | None = None
     self._empty_shards = 0
 
