@@ -13,6 +13,10 @@ A dataset is registered in `mmjax.registry.DATASETS` as a `DatasetEntry` with th
     `image` (uint8) and a raw `caption` string (after the transforms; before them an example may carry
     `captions`, a list of str, which evaluation keeps all of), turned into model inputs by
     `mmjax.data.pipeline.preprocess` (image in [-1, 1], caption tokens);
+  stream(data_cfg, *, seed, process_index, process_count) -> a grain IterDataset of this process's raw training
+    examples (optional; e.g. webdataset shards, which have no random access): when set, training reads it instead of
+    shuffling `source(data_cfg, "train")`; its examples carry `_rng`, the seed of their augmentation, and its
+    iterator state is checkpointed as grain's is (`source` still serves evaluation and the first batch's shapes);
   config_keys: the `data.*` config keys the data set reads beyond the base config's, with their defaults
     (the training loop accepts them in a config; see `mmjax.train.loop.config_schema`).
 
@@ -32,4 +36,5 @@ class DatasetEntry:
   train_transform: Callable[[dict, Any, Any], dict] | None = None
   eval_transform: Callable[[dict, Any], dict] | None = None
   preprocess: Callable[[dict, Any], dict] | None = None
+  stream: Callable[..., Any] | None = None
   config_keys: Mapping[str, Any] = dataclasses.field(default_factory=dict)

@@ -28,6 +28,7 @@ from mmjax.data import image_text  # noqa: F401  (registers "flickr8k")
 from mmjax.data import shapes  # noqa: F401  (registers the "shapes" dataset)
 from mmjax.data import vqa_shapes  # noqa: F401  (registers "vqa_shapes")
 from mmjax.data import semi  # noqa: F401  (registers "avmnist_semi": few-label AV-MNIST)
+from mmjax.data import csv_source, image_folder, webdataset  # noqa: F401  (register "csv", "image_folder", "webdataset")
 from mmjax.data.tokenizer import Tokenizer
 from mmjax.errors import MmjaxError
 from mmjax.registry import DATASETS
@@ -90,6 +91,9 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer | None, *, global_batch_s
   num_workers = int(data_cfg.get("num_workers", 0))
   if num_workers < 0:
     raise MmjaxError(f"data.num_workers={num_workers} must be >= 0 (0: load in the training process)")
+  if _entry(data_cfg).stream is not None:
+    return _stream_iterator(data_cfg, tokenizer, global_batch_size=global_batch_size, seed=seed,
+                            process_index=process_index, process_count=process_count, num_workers=num_workers)
   source = _entry(data_cfg).source(data_cfg, "train")
   steps_per_epoch = len(source) // global_batch_size
   if steps_per_epoch == 0:
@@ -113,6 +117,48 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer | None, *, global_batch_s
       flags.FLAGS.mark_as_parsed()    # grain reads its absl flags when it starts workers (outside absl.app)
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(it_ds)
+
+
+def _stream_iterator(data_cfg, tokenizer, *, global_batch_size: int, seed: int, process_index: int,
+                     process_count: int, num_workers: int) -> grain.DatasetIterator:
+  """Training batches of a streamed data set (`DatasetEntry.stream`): this process's examples, augmented with the
+  seed each carries (`_rng`), batched to `global_batch_size // process_count`; with num_workers > 0 each grain worker
+  reads its own slice of the stream (`set_slice`) and grain interleaves their batches (deterministically)."""
+  entry = _entry(data_cfg)
+  _check_tokenizer(entry, data_cfg, tokenizer)
+  what = f"data.name={data_cfg.name!r} (train stream)"
+  ds = entry.stream(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
+  ds = ds.map(functools.partial(_stream_example, transform=entry.train_transform, data_cfg=data_cfg,
+                                tokenizer=tokenizer, what=what, preprocess_fn=entry.preprocess))
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(ds)
+
+
+def _stream_example(example: dict, **kw) -> dict:
+  example = {k: v for k, v in example.items() if not k.startswith("__")}
+  rng = np.random.default_rng(list(example.pop("_rng")))
+  return _train_example(dict(example, _index=None), rng, **kw)
+
+
+def data_counters(iterator) -> dict[str, int]:
+  """{"data_seen", "data_bad"}: examples read and bad examples skipped so far by a streamed data set's iterator (of
+  this process; summed over its grain workers), from its state; {} for other iterators."""
+  seen = bad = found = 0
+  todo = [iterator.get_state()]
+  while todo:
+    node = todo.pop()
+    if isinstance(node, dict):
+      if node.get("kind") == "webdataset":
+        seen, bad, found = seen + int(node["seen"]), bad + int(node["bad"]), 1
+      else:
+        todo += list(node.values())
+    elif isinstance(node, (list, tuple)):
+      todo += [x for x in node if isinstance(x, (dict, list, tuple))]
+  return {"data_seen": seen, "data_bad": bad} if found else {}
 
 
 class GuardedSource:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from mmjax.data import image_folder, pipeline
 from mmjax.evals.base import batched_apply, eval_arrays
 from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.evals.zero_shot import CIFAR_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
@@ -25,11 +26,16 @@ def _zero_shot_data_arrays(ctx, name: str):
   import ml_collections
   cfg = ctx.config
   key = f"zero_shot_data:{name}:{cfg.data.image_size}:{cfg.data.get('data_dir', '')}:{cfg.data.get('fake_raw', 0)}"
+  if key not in ctx.cache and name.startswith(image_folder.PREFIX):     # "image_folder:<root>": its test split
+    limit = cfg.evals.num_examples if cfg.data.get("fake_raw", 0) else None
+    images, labels, classnames, _ = image_folder.classification_arrays(
+        name[len(image_folder.PREFIX):], "test", int(cfg.data.image_size), limit)
+    ctx.cache[key] = (images.astype(np.float32) / 127.5 - 1, labels, classnames)
   if key not in ctx.cache:
     if name not in ZERO_SHOT_DATA:
       from mmjax.errors import MmjaxError
       raise MmjaxError(f"evals.zero_shot_data={name!r} is not a zero-shot data set; use one of "
-                       f"{', '.join(sorted(ZERO_SHOT_DATA))} or ''")
+                       f"{', '.join(sorted(ZERO_SHOT_DATA))}, 'image_folder:<root>' or ''")
     split, _ = ZERO_SHOT_DATA[name]
     b = image_text.prepared(ml_collections.ConfigDict(dict(
         name=name, data_dir=cfg.data.get("data_dir", ""), fake_raw=cfg.data.get("fake_raw", 0))))
@@ -70,7 +76,8 @@ def clip_eval(params, ctx) -> dict[str, float]:
     context_length = arrays["tokens"].shape[1]
     classifier = build_classifier(lambda t: batched_apply(enc_txt, params, np.asarray(t), bs),
                                   lambda texts: ctx.tokenizer.encode(list(texts), context_length),
-                                  [c.replace("_", " ") for c in classnames], ZERO_SHOT_DATA[zs][1])
+                                  [c.replace("_", " ") for c in classnames],
+                                  ZERO_SHOT_DATA[zs][1] if zs in ZERO_SHOT_DATA else CIFAR_TEMPLATES)
     acc = zero_shot_accuracy(batched_apply(enc_img, params, images, bs), classifier, labels, topk=(1, 5))
     results[f"zero_shot/{zs}"] = float(acc["top1"])
     if "top5" in acc:

@@ -205,11 +205,19 @@ def probe_data_arrays(ctx, name: str) -> tuple[dict, dict]:
   """(probe-train, probe-test) of the prepared data set `name` split by `class_halves`: `image` uint8
   [N, S, S, 3] resized to `probe_image_size`, `label` int64 [N], `image_id` str [N] (cached per process)."""
   import ml_collections
-  from mmjax.data import image_text
-  if name not in PROBE_DATA:
+  from mmjax.data import image_folder, image_text
+  if name not in PROBE_DATA and not name.startswith(image_folder.PREFIX):
     raise MmjaxError(f"evals.probe_data={name!r} is not a probe data set; use one of "
-                     f"{', '.join(sorted(PROBE_DATA))} or ''")
+                     f"{', '.join(sorted(PROBE_DATA))}, 'image_folder:<root>' or ''")
   cfg = ctx.config
+  if name.startswith(image_folder.PREFIX):               # "image_folder:<root>": its test split, cut by class_halves
+    key = f"probe_data:{name}:{probe_image_size(cfg)}"
+    if key not in ctx.cache:
+      images, labels, _, ids = image_folder.classification_arrays(name[len(image_folder.PREFIX):], "test",
+                                                                  probe_image_size(cfg))
+      ctx.cache[key] = tuple({"image": images[i], "label": labels[i], "image_id": ids[i]}
+                             for i in class_halves(ids, labels))
+    return ctx.cache[key]
   b = image_text.prepared(ml_collections.ConfigDict(dict(
       name=name, data_dir=cfg.data.get("data_dir", ""), fake_raw=cfg.data.get("fake_raw", 0))))
   size = probe_image_size(cfg)

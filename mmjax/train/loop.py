@@ -211,6 +211,7 @@ class Trainer:
         process_index=jax.process_index(), process_count=jax.process_count())
     if self.data_state is not None:
       data.set_state(self.data_state)
+    self._data = data
     if jax.process_index() == 0:
       atomic_write(os.path.join(self.workdir, "config.json"), json.dumps(json.loads(self.meta()["config"]), indent=1))
     writer = MetricWriter(self.workdir, total_steps=config.total_steps, enabled=jax.process_index() == 0,
@@ -258,6 +259,10 @@ class Trainer:
     self.ckpt.close()
     writer.close()
     self.state = state
+    counts = pipeline.data_counters(data)
+    if counts and jax.process_index() == 0:
+      print(f"mmjax: data: {counts['data_bad']} bad examples skipped of {counts['data_seen']} read (this process; "
+            f"train/data_bad in metrics.jsonl)", flush=True)
     return results
 
   def _next_batch(self, data, step: int, last_saved: int | None) -> dict:
@@ -306,6 +311,7 @@ class Trainer:
       row["batch_fingerprint"] = fp
       if step == pending[-1][0]:
         row["steps_per_s"] = n / max(elapsed, 1e-9)
+        row.update(pipeline.data_counters(self._data) if getattr(self, "_data", None) is not None else {})
       writer.write(step, row, prefix="train")
     writer.update_progress(pending[-1][0], {"loss": float(fetched[-1]["loss"]), "lr": float(fetched[-1]["lr"])})
     pending.clear()
