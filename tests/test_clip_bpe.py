@@ -18,7 +18,7 @@ import pytest
 
 from mmjax.data import clip_bpe
 from mmjax.data.clip_bpe import ClipBpeTokenizer
-from mmjax.data.tokenizer import build_tokenizer
+from mmjax.data.pipeline import tokenizer_for
 from mmjax.errors import MmjaxError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,7 +150,7 @@ def test_file_from_env_var_and_config_path(tok, tmp_path, monkeypatch):
   assert ClipBpeTokenizer().bpe_path == copy
   monkeypatch.setenv(clip_bpe.ENV_VAR, str(tmp_path / "elsewhere"))
   cfg = ml_collections.ConfigDict(dict(tokenizer=dict(kind="clip_bpe", bpe_path=copy)))
-  built = build_tokenizer(cfg)                     # the config path wins over the env var
+  built = tokenizer_for(cfg)                     # the config path wins over the env var
   assert isinstance(built, ClipBpeTokenizer) and built.bpe_path == copy
 
 
@@ -168,13 +168,13 @@ def test_factory_kinds(monkeypatch):
   from mmjax.data import pipeline
   trained = object()
   monkeypatch.setattr(pipeline, "build_tokenizer", lambda data_cfg: trained if data_cfg.name == "x" else None)
-  assert build_tokenizer(ml_collections.ConfigDict(dict(data=dict(name="x")))) is trained   # default: today's BPE
-  assert build_tokenizer(ml_collections.ConfigDict(dict(data=dict(name="x"), tokenizer=dict(kind="bpe_trained")))) \
+  assert tokenizer_for(ml_collections.ConfigDict(dict(data=dict(name="x")))) is trained   # default: today's BPE
+  assert tokenizer_for(ml_collections.ConfigDict(dict(data=dict(name="x"), tokenizer=dict(kind="bpe_trained")))) \
       is trained
   with pytest.raises(MmjaxError, match="tokenizer.kind='bpe'.*clip_bpe"):
-    build_tokenizer(ml_collections.ConfigDict(dict(tokenizer=dict(kind="bpe"))))
+    tokenizer_for(ml_collections.ConfigDict(dict(tokenizer=dict(kind="bpe"))))
   with pytest.raises(MmjaxError, match="tokenizer.path"):
-    build_tokenizer(ml_collections.ConfigDict(dict(tokenizer=dict(kind="hf"))))
+    tokenizer_for(ml_collections.ConfigDict(dict(tokenizer=dict(kind="hf"))))
 
 
 @pytest.mark.slow   # importing torch + open_clip takes ~10 s

@@ -15,7 +15,7 @@ from tokenizers.implementations import SentencePieceUnigramTokenizer
 
 from mmjax.data.hf_tokenizer import HfTokenizer
 from mmjax.data.shapes import ShapesConfig, caption_corpus
-from mmjax.data.tokenizer import build_tokenizer
+from mmjax.data.pipeline import tokenizer_for
 from mmjax.errors import MmjaxError
 
 SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]
@@ -78,7 +78,7 @@ def test_decode_and_pickle(files, corpus, tmp_path):
 
 def test_overrides_factory_and_errors(files, tmp_path):
   cfg = ml_collections.ConfigDict(dict(tokenizer=dict(kind="hf", path=files["eos"], pad_id=5, eos_id=-1, bos_id=-1)))
-  tok = build_tokenizer(cfg)
+  tok = tokenizer_for(cfg)
   assert isinstance(tok, HfTokenizer) and (tok.pad_id, tok.sot_id, tok.eot_id) == (5, None, 1)
   assert (tok.encode(["a"], 10)[0, -3:] == 5).all()
   with pytest.raises(MmjaxError, match="tokenizer.eos_id=999 is outside"):

@@ -29,7 +29,7 @@ from mmjax.data import shapes  # noqa: F401  (registers the "shapes" dataset)
 from mmjax.data import vqa_shapes  # noqa: F401  (registers "vqa_shapes")
 from mmjax.data import semi  # noqa: F401  (registers "avmnist_semi": few-label AV-MNIST)
 from mmjax.data import csv_source, image_folder, webdataset  # noqa: F401  (register "csv", "image_folder", "webdataset")
-from mmjax.data.tokenizer import Tokenizer
+from mmjax.data.tokenizer import TOKENIZER_KINDS, Tokenizer
 from mmjax.errors import MmjaxError
 from mmjax.registry import DATASETS
 
@@ -58,6 +58,31 @@ def build_tokenizer(data_cfg) -> Tokenizer:
   if entry.corpus is None:
     raise MmjaxError(f"data.name={data_cfg.name!r} has no text corpus to train a tokenizer on")
   return Tokenizer.train(entry.corpus(data_cfg), int(data_cfg.vocab_size))
+
+
+def tokenizer_for(config):
+  """The run's tokenizer by `config.tokenizer.kind` (no `tokenizer` section: "bpe_trained"):
+  "bpe_trained": mmjax.data.tokenizer's byte-level BPE trained on the data set's captions (`config.data.vocab_size`);
+  "clip_bpe": OpenCLIP's tokenizer (mmjax.data.clip_bpe; merges file from `tokenizer.bpe_path`, $MMJAX_CLIP_BPE or
+  an installed open_clip_torch); "hf": a local tokenizer.json (mmjax.data.hf_tokenizer; `tokenizer.path`, optional
+  `tokenizer.pad_id` / `eos_id` / `bos_id` overrides, -1 = from the file).
+
+  All three have encode(texts, context_length) -> int32 [N, L], decode, pad_id / sot_id / eot_id, vocab_size, pickle.
+  """
+  tcfg = config.get("tokenizer", None) or {}
+  kind = tcfg.get("kind", "bpe_trained")
+  if kind == "bpe_trained":
+    return build_tokenizer(config.data)
+  if kind == "clip_bpe":
+    from mmjax.data.clip_bpe import ClipBpeTokenizer
+    return ClipBpeTokenizer(tcfg.get("bpe_path", None) or None)
+  if kind == "hf":
+    from mmjax.data.hf_tokenizer import HfTokenizer
+    if not tcfg.get("path", None):
+      raise MmjaxError("tokenizer.kind='hf' needs tokenizer.path, the path of a tokenizer.json file")
+    ids = {k: tcfg.get(k, None) for k in ("pad_id", "eos_id", "bos_id")}
+    return HfTokenizer(tcfg["path"], **ids)
+  raise MmjaxError(f"tokenizer.kind={kind!r} is unknown; use one of {', '.join(TOKENIZER_KINDS)}")
 
 
 def _check_tokenizer(entry, data_cfg, tokenizer) -> None:

@@ -130,29 +130,3 @@ class Tokenizer:
 
 
 TOKENIZER_KINDS = ("bpe_trained", "clip_bpe", "hf")
-
-
-def build_tokenizer(config):
-  """The run's tokenizer by `config.tokenizer.kind` (no `tokenizer` section: "bpe_trained"):
-  "bpe_trained": this module's byte-level BPE trained on the data set's captions (`config.data.vocab_size`);
-  "clip_bpe": OpenCLIP's tokenizer (mmjax.data.clip_bpe; merges file from `tokenizer.bpe_path`, $MMJAX_CLIP_BPE or
-  an installed open_clip_torch); "hf": a local tokenizer.json (mmjax.data.hf_tokenizer; `tokenizer.path`, optional
-  `tokenizer.pad_id` / `eos_id` / `bos_id` overrides, -1 = from the file).
-
-  All three have encode(texts, context_length) -> int32 [N, L], decode, pad_id / sot_id / eot_id, vocab_size, pickle.
-  """
-  tcfg = config.get("tokenizer", None) or {}
-  kind = tcfg.get("kind", "bpe_trained")
-  if kind == "bpe_trained":
-    from mmjax.data import pipeline  # pipeline imports this module
-    return pipeline.build_tokenizer(config.data)
-  if kind == "clip_bpe":
-    from mmjax.data.clip_bpe import ClipBpeTokenizer
-    return ClipBpeTokenizer(tcfg.get("bpe_path", None) or None)
-  if kind == "hf":
-    from mmjax.data.hf_tokenizer import HfTokenizer
-    if not tcfg.get("path", None):
-      raise MmjaxError("tokenizer.kind='hf' needs tokenizer.path, the path of a tokenizer.json file")
-    ids = {k: tcfg.get(k, None) for k in ("pad_id", "eos_id", "bos_id")}
-    return HfTokenizer(tcfg["path"], **ids)
-  raise MmjaxError(f"tokenizer.kind={kind!r} is unknown; use one of {', '.join(TOKENIZER_KINDS)}")
