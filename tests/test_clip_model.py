@@ -21,7 +21,8 @@ ANCHOR = dict(name="clip", embed_dim=256,
               text=dict(vocab_size=1024, context_length=32, width=256, depth=4, num_heads=4, mlp_ratio=4.0))
 TINY = dict(name="clip", embed_dim=8,
             vision=dict(image_size=16, patch_size=8, width=16, depth=1, num_heads=2, mlp_ratio=2.0),
-            text=dict(vocab_size=40, context_length=6, width=16, depth=1, num_heads=2, mlp_ratio=2.0))
+            text=dict(vocab_size=40, context_length=6, width=16, depth=1, num_heads=2, mlp_ratio=2.0,
+                      eot_id=39))   # the texts below end with 39 (2 is an ordinary id there)
 
 
 def _count(tree) -> int:

@@ -11,7 +11,7 @@ from mmjax.encoders import TextTransformer, ViT
 from mmjax.errors import MmjaxError
 
 VIT = dict(image_size=16, patch_size=4, width=16, depth=1, num_heads=2, mlp_ratio=2.0)
-TXT = dict(vocab_size=50, context_length=8, width=16, depth=2, num_heads=2, mlp_ratio=2.0)
+TXT = dict(vocab_size=50, context_length=8, width=16, depth=2, num_heads=2, mlp_ratio=2.0, eot_id=49)   # _tokens end with 49
 
 
 def _tokens():

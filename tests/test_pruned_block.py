@@ -33,7 +33,8 @@ def test_last_query_row_equals_the_full_output_row(remat, masking):
 
 TINY = dict(name="clip", embed_dim=8,
             vision=dict(image_size=16, patch_size=4, width=16, depth=2, num_heads=2, mlp_ratio=2.0),
-            text=dict(vocab_size=40, context_length=6, width=16, depth=2, num_heads=2, mlp_ratio=2.0))
+            text=dict(vocab_size=40, context_length=6, width=16, depth=2, num_heads=2, mlp_ratio=2.0,
+                      eot_id=39))   # the texts below end with 39 (2 is an ordinary id there)
 
 
 def _tiny(pruned: bool, remat: str = "none"):
