@@ -26,9 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from mmjax.errors import MmjaxError
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from mmjax.models.clip import OPENAI_MEAN, OPENAI_STD  # noqa: F401  (re-exported)
 
 # open_clip model configs (open_clip/model_configs/*.json) as mmjax model configs.
 PRESETS = {
@@ -152,7 +150,8 @@ def import_params(sd: Mapping[str, np.ndarray]) -> dict:
 
 
 def export_state_dict(params: Mapping) -> dict[str, np.ndarray]:
-  """mmjax CLIP params -> OpenCLIP state dict (the inverse of import_params; no attn_mask buffer)."""
+  """mmjax CLIP params -> OpenCLIP state dict (the inverse of import_params; no attn_mask buffer), C-contiguous
+  float32 arrays (safe to pass to safetensors' save_file, which silently garbles non-contiguous views)."""
   flat: dict[str, np.ndarray] = {}
 
   def walk(tree, prefix):
@@ -180,7 +179,8 @@ def export_state_dict(params: Mapping) -> dict[str, np.ndarray]:
     name, transpose = inverse_block[m.group(3)]
     prefix = "visual." if m.group(1) == "vision" else ""
     out[f"{prefix}transformer.resblocks.{m.group(2)}.{name}"] = v.T if transpose else v
-  return out
+  # C-contiguous copies: safetensors.numpy.save_file writes a transposed view's memory in its base's order.
+  return {k: np.array(v, np.float32, order="C") for k, v in out.items()}
 
 
 def preprocess_images(images_uint8: np.ndarray) -> np.ndarray:
