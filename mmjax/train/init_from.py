@@ -38,26 +38,12 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def _check_preset(preset: str, sd: Mapping[str, np.ndarray], path: str) -> None:
-  from mmjax.interop import open_clip
-  if preset not in open_clip.PRESETS:
-    raise MmjaxError(f"config key model.init_from: unknown OpenCLIP preset {preset!r}; use one of "
-                     f"{', '.join(open_clip.PRESETS)} (as PRESET:FILE) or a file path alone")
-  got = open_clip.config_from_state_dict(sd)
-  want = open_clip.PRESETS[preset]
-  for tower in ("vision", "text"):
-    for k, v in want[tower].items():
-      if got[tower].get(k) != v:
-        raise MmjaxError(f"config key model.init_from: {path} is not a {preset} checkpoint (model.{tower}.{k} is "
-                         f"{got[tower].get(k)} in the file, {v} in {preset}); name the right preset or drop it")
-
-
 def load_source(spec: str) -> tuple[str, dict[str, np.ndarray]]:
   """(description, {"/"-joined mmjax parameter path: float32 ndarray}) of a `model.init_from` value."""
   from mmjax.interop import open_clip
-  preset, path = None, spec
-  if ":" in spec and not os.path.exists(spec) and spec.split(":", 1)[0] in open_clip.PRESETS:
-    preset, path = spec.split(":", 1)
+  preset, path = open_clip.split_preset(spec)
+  if not path:
+    raise MmjaxError(f"config key model.init_from={spec!r} names a preset but no file; use PRESET:FILE")
   if os.path.isdir(path):
     from mmjax.train import teacher
     step, params = teacher.load_params(path)
@@ -76,7 +62,10 @@ def load_source(spec: str) -> tuple[str, dict[str, np.ndarray]]:
     raise MmjaxError(f"config key model.init_from={spec!r}: cannot read the file ({type(e).__name__}: "
                      f"{str(e).splitlines()[0][:120] if str(e) else ''}); is it an OpenCLIP checkpoint?") from None
   if preset is not None:
-    _check_preset(preset, sd, path)
+    try:
+      open_clip.check_preset(preset, sd, path)
+    except MmjaxError as e:
+      raise MmjaxError(f"config key model.init_from: {e}") from None
   return f"OpenCLIP {path}", _flatten(open_clip.import_params(sd))
 
 
