@@ -132,3 +132,27 @@ def test_errors_are_one_line(lit, tmp_path):
   with pytest.raises(MmjaxError) as e:
     Trainer(_config(**{"optim.frozen": "^visoin/"}), str(tmp_path / "f"))
   assert "optim.frozen" in _one_line(e)
+
+
+def test_checkpointed_tokenizers_round_trip(tmp_path):
+  """The loop stores `tok.to_json()` in each checkpoint and resumes with pipeline.tokenizer_from_json."""
+  from mmjax.data.hf_tokenizer import HfTokenizer
+  from mmjax.data.pipeline import tokenizer_from_json
+  import tokenizers
+  texts = ['a sign that says "open!".', "two dogs on grass"]
+  hf = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<pad>": 0, "</s>": 1, "a": 2, "[UNK]": 3},
+                                                        unk_token="[UNK]"))
+  hf.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+  hf.save(str(tmp_path / "tokenizer.json"))
+  toks = [HfTokenizer(str(tmp_path / "tokenizer.json"))]
+  try:
+    from mmjax.data.clip_bpe import ClipBpeTokenizer
+    toks.append(ClipBpeTokenizer(context_length=20))
+  except MmjaxError:
+    pass                        # no CLIP BPE vocabulary installed: the HF tokenizer is still checked
+  for tok in toks:
+    back = tokenizer_from_json(tok.to_json())
+    assert type(back) is type(tok)
+    np.testing.assert_array_equal(back.encode(texts, 20), tok.encode(texts, 20))
+  os.remove(tmp_path / "tokenizer.json")            # the HF spec is self-contained
+  np.testing.assert_array_equal(tokenizer_from_json(toks[0].to_json()).encode(texts, 8), toks[0].encode(texts, 8))
