@@ -15,7 +15,8 @@ images, argmax (= EOT) pooling for text, no projection biases. `config_from_stat
 Preprocessing for imported weights (what open_clip's `image_transform` does for these models): resize the shorter
 side to `image_size` (bicubic), centre crop, scale to [0, 1], normalise with OPENAI_MEAN / OPENAI_STD per channel
 (`preprocess_images`), NHWC for mmjax. Text: open_clip's BPE tokenizer (vocab 49408, sot 49406, eot 49407, pad 0,
-context 77); mmjax pools at the last non-pad token, which is the EOT token OpenCLIP pools with argmax.
+context 77; mmjax.data.clip_bpe); imported models pool at argmax(ids) as OpenCLIP (text.eot_id=None).
+`load` gives model, params, tokenizer and preprocess (open_clip's eval transform) in one call.
 """
 from __future__ import annotations
 

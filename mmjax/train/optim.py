@@ -79,12 +79,6 @@ def freeze(tx: optax.GradientTransformation, frozen_regex: str) -> optax.Gradien
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def frozen_mask(params: Any, frozen_regex: str) -> Any:
-  """True for the leaves `optim.frozen` freezes ("" freezes none)."""
-  pattern = re.compile(frozen_regex) if frozen_regex else None
-  return jax.tree_util.tree_map_with_path(lambda p, _: bool(pattern and pattern.search(path_str(p))), params)
-
-
 def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to `lr`, then cosine to `lr * end_lr_factor` at `total_steps` (or constant)."""
   lr = optim_cfg.lr
