@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 from open_clip_files import write_open_clip  # noqa: E402
 
 STEPS = 5
+# One 5-step training run (a compile of the step) shared by the module: ~15 s of CPU, more on a loaded machine.
+pytestmark = pytest.mark.slow
 
 
 def _config(**over):
