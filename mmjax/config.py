@@ -41,7 +41,16 @@ def base_config() -> ml_collections.ConfigDict:
       no_decay_regex=r"(bias|scale|logit_scale|logit_bias|pos_embedding|cls)$",
       # (regex, lo, hi): parameters kept in [lo, hi] after each update (mmjax.train.optim.clamp_params). As
       # OpenCLIP: logit_scale in [0, log 100]; the losses use exp(logit_scale) unclamped.
-      clamp=((r"(^|/)logit_scale$", 0.0, 4.605170185988092),)))
+      clamp=((r"(^|/)logit_scale$", 0.0, 4.605170185988092),),
+      # Regex (re.search on "/"-joined parameter paths, e.g. "^vision/" = LiT's locked image tower): parameters that
+      # get no update and no optimizer state (mmjax.train.optim.freeze). "" trains everything.
+      frozen=""))
+
+  # The run's tokenizer (mmjax.data.pipeline.tokenizer_for): "bpe_trained" (a BPE trained on the data's captions,
+  # data.vocab_size), "clip_bpe" (OpenCLIP's; bpe_path "" = $MMJAX_CLIP_BPE or the installed open_clip_torch's)
+  # or "hf" (a local tokenizer.json at `path`; pad_id / eos_id / bos_id -1 = from the file).
+  c.tokenizer = ml_collections.ConfigDict(dict(kind="bpe_trained", bpe_path="", path="", pad_id=-1, eos_id=-1,
+                                               bos_id=-1))
 
   c.data = ml_collections.ConfigDict(dict(
       name="shapes", image_size=64, min_shapes=1, max_shapes=1, noise_std=0.03,
@@ -59,7 +68,11 @@ def base_config() -> ml_collections.ConfigDict:
       logit_scale_init=2.659260036932778,   # log(1/0.07)
       logit_bias_init=None,
       dtype="float32",                      # compute dtype ("bfloat16": mixed precision, float32 weights and loss)
-      remat="none"))                        # per-block remat policy: none | full | dots | dots_no_batch
+      remat="none",                         # per-block remat policy: none | full | dots | dots_no_batch
+      # Start from a checkpoint (mmjax.train.init_from; ignored when the workdir has one to resume): an OpenCLIP
+      # file (.safetensors / .pt), "PRESET:FILE" (e.g. "ViT-B-32:b32.safetensors") or an mmjax workdir; only the
+      # parameters whose path matches init_from_keys (a regex; "" = all shared) are loaded, the rest stay fresh.
+      init_from="", init_from_keys=""))
 
   c.evals = ml_collections.ConfigDict(dict(
       names="clip",                 # comma-separated evaluators (mmjax.registry.EVALUATORS); "" for none

@@ -22,9 +22,28 @@ def test_there_are_configs():
 def test_config_runs(path, tmp_path):
   config = config_lib.load_experiment(path, "runlocal")
   config_lib.check_keys(config, config_schema(config))   # base keys + the data set's / evaluators' own (or RL's)
+  if getattr(config_lib.load_experiment_module(path), "INIT_FROM_OPEN_CLIP", False):
+    config.model.init_from = _open_clip_file(config, tmp_path)
   results = make_trainer(config, str(tmp_path)).train()
   assert os.listdir(tmp_path / "checkpoints") == [str(config.total_steps)]
   check_results(results)
+
+
+def _open_clip_file(config, tmp_path) -> str:
+  """A small random-weight OpenCLIP checkpoint of the config's architecture (tests/fixtures/open_clip_files.py),
+  for the configs that start from one (INIT_FROM_OPEN_CLIP); skipped without the CLIP BPE vocabulary they use."""
+  import sys
+  from mmjax.data.clip_bpe import ClipBpeTokenizer
+  from mmjax.errors import MmjaxError
+  try:
+    ClipBpeTokenizer()
+  except MmjaxError:
+    pytest.skip("the CLIP BPE vocabulary is not installed (pip install --no-deps open_clip_torch==3.3.0)")
+  sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
+  from open_clip_files import write_open_clip
+  path = str(tmp_path / "open_clip.safetensors")
+  write_open_clip(path, config.model)
+  return path
 
 
 def check_results(results: dict) -> None:

@@ -22,9 +22,11 @@ without torch): `pip install --no-deps open_clip_torch==3.3.0` provides it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import html
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re as _re
 from typing import Sequence
@@ -189,6 +191,26 @@ class ClipBpeTokenizer:
       text = bytearray(self._byte_decoder[c] for c in chars).decode("utf-8", errors="replace")
       texts.append(text.replace("</w>", " ").strip())
     return texts[0] if ids.ndim == 1 else texts
+
+  def to_json(self) -> str:
+    """What a checkpoint stores: the merges file's path and its SHA-256 (`from_json` checks it)."""
+    with open(self.bpe_path, "rb") as f:
+      digest = hashlib.sha256(f.read()).hexdigest()
+    return json.dumps({"mmjax_tokenizer": "clip_bpe", "bpe_path": self.bpe_path, "sha256": digest,
+                       "context_length": self.context_length})
+
+  @classmethod
+  def from_json(cls, text: str) -> "ClipBpeTokenizer":
+    """The tokenizer of `to_json`: its file if it still exists, else the one `find_bpe_file` finds (another
+    machine), which must have the same SHA-256."""
+    spec = json.loads(text)
+    path = spec["bpe_path"] if os.path.isfile(spec["bpe_path"]) else None
+    tok = cls(path, spec.get("context_length", CONTEXT_LENGTH))
+    with open(tok.bpe_path, "rb") as f:
+      if hashlib.sha256(f.read()).hexdigest() != spec["sha256"]:
+        raise MmjaxError(f"CLIP BPE file {tok.bpe_path} differs from the one the checkpoint was trained with "
+                         f"({spec['bpe_path']}); point tokenizer.bpe_path or ${ENV_VAR} at that file")
+    return tok
 
   def __getstate__(self) -> dict:
     return {"bpe_path": self.bpe_path, "context_length": self.context_length}

@@ -118,6 +118,16 @@ class HfTokenizer:
     texts = self._hf.decode_batch(rows, skip_special_tokens=True)
     return texts[0] if ids.ndim == 1 else texts
 
+  def to_json(self) -> str:
+    """What a checkpoint stores: the whole tokenizer.json text and the overrides (self-contained)."""
+    return json.dumps({"mmjax_tokenizer": "hf", **self.__getstate__()})
+
+  @classmethod
+  def from_json(cls, text: str) -> "HfTokenizer":
+    tok = cls.__new__(cls)
+    tok.__setstate__(json.loads(text))
+    return tok
+
   def __getstate__(self) -> dict:
     return {"json": self._json, "path": self.path, "context_length": self.context_length, **self._overrides}
 

@@ -85,6 +85,24 @@ def tokenizer_for(config):
   raise MmjaxError(f"tokenizer.kind={kind!r} is unknown; use one of {', '.join(TOKENIZER_KINDS)}")
 
 
+def tokenizer_from_json(text: str):
+  """The tokenizer a checkpoint stored (`tok.to_json()`): a ClipBpeTokenizer's or HfTokenizer's JSON spec (a dict
+  with "kind"), else the trained BPE's own tokenizers JSON (mmjax.data.tokenizer.Tokenizer)."""
+  import json
+  try:
+    spec = json.loads(text)
+  except ValueError:
+    spec = None
+  kind = spec.get("mmjax_tokenizer") if isinstance(spec, dict) else None
+  if kind == "clip_bpe":
+    from mmjax.data.clip_bpe import ClipBpeTokenizer
+    return ClipBpeTokenizer.from_json(text)
+  if kind == "hf":
+    from mmjax.data.hf_tokenizer import HfTokenizer
+    return HfTokenizer.from_json(text)
+  return Tokenizer.from_json(text)
+
+
 def _check_tokenizer(entry, data_cfg, tokenizer) -> None:
   if entry.preprocess is None and tokenizer is None:
     raise MmjaxError(f"data.name={data_cfg.name!r} gives captions, which need a tokenizer; got none (the data "

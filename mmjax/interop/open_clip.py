@@ -15,7 +15,8 @@ images, argmax (= EOT) pooling for text, no projection biases. `config_from_stat
 Preprocessing for imported weights (what open_clip's `image_transform` does for these models): resize the shorter
 side to `image_size` (bicubic), centre crop, scale to [0, 1], normalise with OPENAI_MEAN / OPENAI_STD per channel
 (`preprocess_images`), NHWC for mmjax. Text: open_clip's BPE tokenizer (vocab 49408, sot 49406, eot 49407, pad 0,
-context 77); mmjax pools at the last non-pad token, which is the EOT token OpenCLIP pools with argmax.
+context 77; mmjax.data.clip_bpe); imported models pool at argmax(ids) as OpenCLIP (text.eot_id=None).
+`load` gives model, params, tokenizer and preprocess (open_clip's eval transform) in one call.
 """
 from __future__ import annotations
 
@@ -26,9 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from mmjax.errors import MmjaxError
-
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from mmjax.models.clip import OPENAI_MEAN, OPENAI_STD  # noqa: F401  (re-exported)
 
 # open_clip model configs (open_clip/model_configs/*.json) as mmjax model configs.
 PRESETS = {
@@ -152,7 +151,8 @@ def import_params(sd: Mapping[str, np.ndarray]) -> dict:
 
 
 def export_state_dict(params: Mapping) -> dict[str, np.ndarray]:
-  """mmjax CLIP params -> OpenCLIP state dict (the inverse of import_params; no attn_mask buffer)."""
+  """mmjax CLIP params -> OpenCLIP state dict (the inverse of import_params; no attn_mask buffer), C-contiguous
+  float32 arrays (safe to pass to safetensors' save_file, which silently garbles non-contiguous views)."""
   flat: dict[str, np.ndarray] = {}
 
   def walk(tree, prefix):
@@ -180,7 +180,8 @@ def export_state_dict(params: Mapping) -> dict[str, np.ndarray]:
     name, transpose = inverse_block[m.group(3)]
     prefix = "visual." if m.group(1) == "vision" else ""
     out[f"{prefix}transformer.resblocks.{m.group(2)}.{name}"] = v.T if transpose else v
-  return out
+  # C-contiguous copies: safetensors.numpy.save_file writes a transposed view's memory in its base's order.
+  return {k: np.array(v, np.float32, order="C") for k, v in out.items()}
 
 
 def preprocess_images(images_uint8: np.ndarray) -> np.ndarray:
@@ -188,3 +189,108 @@ def preprocess_images(images_uint8: np.ndarray) -> np.ndarray:
   (ToTensor then Normalize(OPENAI_MEAN, OPENAI_STD))."""
   x = np.asarray(images_uint8, np.float32) / 255.0
   return (x - np.asarray(OPENAI_MEAN, np.float32)) / np.asarray(OPENAI_STD, np.float32)
+
+
+def check_preset(preset: str, sd: Mapping[str, np.ndarray], path: str) -> None:
+  """Raises unless the state dict `sd` (read from `path`) has the architecture of open_clip's model `preset`."""
+  if preset not in PRESETS:
+    raise MmjaxError(f"unknown OpenCLIP preset {preset!r}; use one of {', '.join(PRESETS)} (as PRESET:FILE) or a "
+                     f"file path alone")
+  got = config_from_state_dict(sd)
+  for tower in ("vision", "text"):
+    for k, v in PRESETS[preset][tower].items():
+      if got[tower].get(k) != v:
+        raise MmjaxError(f"{path} is not a {preset} checkpoint (model.{tower}.{k} is {got[tower].get(k)} in the "
+                         f"file, {v} in {preset}); name the right preset or drop it")
+
+
+def split_preset(spec: str) -> tuple[str | None, str]:
+  """"ViT-B-32:/ckpt/b32.safetensors" -> ("ViT-B-32", path); a plain path or preset -> (None, spec) / (spec, "")."""
+  if spec in PRESETS:
+    return spec, ""
+  head, sep, rest = spec.partition(":")
+  if sep and head in PRESETS and not os.path.exists(spec):
+    return head, rest
+  return None, spec
+
+
+def _resize_crop(image, size: int):
+  """PIL image -> PIL image: torchvision's Resize(size, BICUBIC) (shorter side to `size`, the longer one
+  int(size * long / short)) then CenterCrop(size) (offsets int(round((h - size) / 2))), as open_clip's eval
+  transform for a square image_size with resize_mode "shortest"."""
+  from PIL import Image
+  w, h = image.size
+  if w <= h:
+    new = (size, int(size * h / w))
+  else:
+    new = (int(size * w / h), size)
+  if new != (w, h):
+    image = image.resize(new, Image.BICUBIC)
+  w, h = image.size
+  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+  return image.crop((left, top, left + size, top + size))
+
+
+def make_preprocess(image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD):
+  """open_clip's eval transform (`image_transform(image_size, is_train=False)`) as a NumPy/PIL function:
+  `preprocess(images) -> float32 [N, S, S, 3]` (NHWC), for one PIL image / uint8 [H, W, 3] array or a list of them:
+  resize the shorter side to S (bicubic), centre crop S x S, RGB, /255, (x - mean) / std per channel."""
+  from PIL import Image
+  m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+  def one(image):
+    if not isinstance(image, Image.Image):
+      image = Image.fromarray(np.asarray(image, np.uint8))
+    x = np.asarray(_resize_crop(image, int(image_size)).convert("RGB"), np.float32) / np.float32(255)
+    return (x - m) / s
+
+  def preprocess(images) -> np.ndarray:
+    single = not isinstance(images, (list, tuple)) and not (isinstance(images, np.ndarray) and images.ndim == 4)
+    return np.stack([one(im) for im in ([images] if single else images)])
+
+  return preprocess
+
+
+def load(path_or_preset: str, *, seed: int = 0):
+  """An OpenCLIP model for mmjax: `(model, params, tokenizer, preprocess)`, as open_clip's
+  `create_model_and_transforms` + `get_tokenizer`.
+
+  path_or_preset: a checkpoint file (`.safetensors` without torch; `.pt`/`.pth`/`.bin` with torch weights_only),
+  "PRESET:FILE" (the file checked against open_clip's model config PRESET), or a PRESET alone (random weights from
+  `seed`: nothing is downloaded). model: mmjax's CLIP (pools text at argmax(ids), images in OpenCLIP's normalised
+  NHWC input); params: its parameters (jax arrays); tokenizer: mmjax.data.clip_bpe.ClipBpeTokenizer at the model's
+  context length (ids equal to open_clip.tokenize), or None when the text vocabulary is not CLIP's 49408;
+  preprocess: `make_preprocess(image_size)`. Embed with `encode_image` / `encode_text` below."""
+  import jax
+  from mmjax.models import build_model
+  preset, path = split_preset(path_or_preset)
+  if path:
+    sd = load_state_dict(path)
+    if preset is not None:
+      check_preset(preset, sd, path)
+    cfg = config_from_state_dict(sd)
+    model = build_model(cfg)
+    params = jax.tree.map(jax.numpy.asarray, import_params(sd))
+  else:
+    cfg = dict(name="clip", **PRESETS[preset])
+    cfg["text"] = dict(cfg["text"], eot_id=None)
+    model = build_model(cfg)
+    v, t = cfg["vision"], cfg["text"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(seed), np.zeros((1, v["image_size"], v["image_size"], 3),
+                                 np.float32), np.zeros((1, t["context_length"]), np.int32))["params"]
+  tokenizer = None
+  if cfg["text"]["vocab_size"] == 49408:
+    from mmjax.data.clip_bpe import ClipBpeTokenizer
+    tokenizer = ClipBpeTokenizer(context_length=cfg["text"]["context_length"])
+  return model, params, tokenizer, make_preprocess(cfg["vision"]["image_size"])
+
+
+def encode_image(model, params, images, normalize: bool = False):
+  """images float32 [B, S, S, 3] (from `preprocess`) -> [B, E]; unit norm when normalize (open_clip's default:
+  False)."""
+  return model.apply({"params": params}, images, normalize=normalize, method="encode_image")
+
+
+def encode_text(model, params, tokens, normalize: bool = False):
+  """tokens int [B, L] (from the tokenizer) -> [B, E]; unit norm when normalize (open_clip's default: False)."""
+  return model.apply({"params": params}, np.asarray(tokens, np.int32), normalize=normalize, method="encode_text")

@@ -23,6 +23,8 @@ from mmjax.models.vqa import VQAModel  # registers "vqa"
 from mmjax.registry import MODELS
 
 _NOT_CONFIG = ("parent", "name")
+# model.* keys read by the training side (mmjax.train.init_from), not fields of any model.
+LOADER_KEYS = ("init_from", "init_from_keys")
 
 
 def _plain(value: Any) -> Any:
@@ -35,7 +37,7 @@ def _plain(value: Any) -> Any:
 def build_model(model_cfg: Mapping) -> nn.Module:
   """model_cfg (ConfigDict or mapping with `name` and the model's fields) -> an unbound flax Module."""
   cls = MODELS.get(model_cfg["name"], "model.name")
-  kwargs = {k: _plain(v) for k, v in dict(model_cfg).items() if k != "name"}
+  kwargs = {k: _plain(v) for k, v in dict(model_cfg).items() if k != "name" and k not in LOADER_KEYS}
   if dataclasses.is_dataclass(cls):
     valid = [f.name for f in dataclasses.fields(cls) if f.name not in _NOT_CONFIG]
     for k in kwargs:

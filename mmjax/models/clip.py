@@ -28,6 +28,10 @@ from mmjax.registry import MODELS
 Dtype = Any
 _RESERVED = ("output_dim", "dtype", "param_dtype", "remat", "parent", "name")
 DTYPES = ("float32", "bfloat16", "float16")
+# OpenAI CLIP's pixel statistics (open_clip.constants OPENAI_DATASET_MEAN / _STD), used by every OpenCLIP ViT.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+INPUT_NORMS = ("none", "openai")
 
 
 def _tower_kwargs(cls: type, cfg: Mapping, key: str) -> dict[str, Any]:
@@ -66,12 +70,18 @@ class CLIP(nn.Module):
   logit_bias_init: float | None = None
   dtype: Dtype = jnp.float32
   remat: str = "none"
+  # "openai": images come in mmjax's [-1, 1] (the data pipeline's range) and enter the vision tower as OpenCLIP's
+  # eval transform leaves them, ((x + 1) / 2 - OPENAI_MEAN) / OPENAI_STD (ToTensor then Normalize), so weights
+  # imported from OpenCLIP see the inputs they were trained on. "none": images go in as they are.
+  input_norm: str = "none"
 
   def __post_init__(self):
     if isinstance(self.dtype, str):
       if self.dtype not in DTYPES:
         raise MmjaxError(f"config key model.dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
       object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
+    if self.input_norm not in INPUT_NORMS:
+      raise MmjaxError(f"config key model.input_norm={self.input_norm!r} is not one of {', '.join(INPUT_NORMS)}")
     # Hashable, plain mappings (ConfigDicts are neither); errors at construction, not first apply.
     object.__setattr__(self, "vision", FrozenDict(_tower_kwargs(ViT, self.vision, "vision")))
     object.__setattr__(self, "text", FrozenDict(_tower_kwargs(TextTransformer, self.text, "text")))
@@ -90,8 +100,14 @@ class CLIP(nn.Module):
 
   def encode_image(self, images: jax.Array, normalize: bool = True, train: bool = False) -> jax.Array:
     """images [B, H, W, 3] -> [B, E] (float32; unit norm when normalize)."""
-    emb, _ = self.vision_tower(images, train=train)
+    emb, _ = self.vision_tower(self._normalize_input(images), train=train)
     return l2_normalize(emb) if normalize else emb
+
+  def _normalize_input(self, images: jax.Array) -> jax.Array:
+    if self.input_norm == "none":
+      return images
+    mean, std = jnp.asarray(OPENAI_MEAN, jnp.float32), jnp.asarray(OPENAI_STD, jnp.float32)
+    return ((images.astype(jnp.float32) + 1) * 0.5 - mean) / std
 
   def encode_text(self, tokens: jax.Array, normalize: bool = True, train: bool = False,
                   after: jax.Array | None = None) -> jax.Array:
@@ -111,7 +127,7 @@ class CLIP(nn.Module):
     Every ViT token after ln_post (CLS first, then the N patches in row-major order), projected by vision/proj;
     unit norm per token when normalize (float32). The mask is all True (images have no padding).
     """
-    _, out = self.vision_tower(images, train=train)
+    _, out = self.vision_tower(self._normalize_input(images), train=train)
     tokens = self._project_tokens(self.vision_tower, out["normed_tokens"])
     tokens = l2_normalize(tokens) if normalize else tokens
     return tokens, jnp.ones(tokens.shape[:2], bool)

@@ -25,6 +25,7 @@ from mmjax.models import build_model
 from mmjax.objectives import classify, get_objective
 from mmjax.registry import DATASETS
 from mmjax.train import checkpoint as ckpt_lib
+from mmjax.train import init_from as init_from_lib
 from mmjax.train import optim, sharding
 from mmjax.train import teacher as teacher_lib
 from mmjax.train.metrics import MetricWriter, StepTimer
@@ -87,11 +88,15 @@ def config_schema(config):
 
 
 def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, step: int | None) -> Tokenizer | None:
-  """The checkpoint's tokenizer when resuming; else workdir/tokenizer.json; else one trained on the data's text;
-  None for a data set without text (and when resuming a checkpoint saved without a tokenizer)."""
+  """The checkpoint's tokenizer when resuming; else the one `config.tokenizer.kind` names ("clip_bpe", "hf"); else
+  (kind "bpe_trained") workdir/tokenizer.json, or one trained on the data's text; None for a data set without text
+  (and when resuming a checkpoint saved without a tokenizer)."""
   if step is not None:
     text = ckpt.read_meta(step).get("tokenizer")
-    return Tokenizer.from_json(text) if text is not None else None
+    return pipeline.tokenizer_from_json(text) if text is not None else None
+  kind = (config.get("tokenizer", None) or {}).get("kind", "bpe_trained")
+  if kind != "bpe_trained":          # OpenCLIP's BPE or a tokenizer.json: nothing to train (config.tokenizer.*)
+    return pipeline.tokenizer_for(config)
   if not pipeline.has_text(config.data):
     return None
   path = os.path.join(workdir, "tokenizer.json")
@@ -177,13 +182,19 @@ class Trainer:
     abstract = jax.eval_shape(self._init_state, rng, inputs, kwargs)
     self.state_shardings = sharding.shardings(abstract, self.mesh, self.config.sharding_rules)
     self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, self.state_shardings))
+    init_from = self.config.model.get("init_from", "") or ""
     if self.restored is None:
       init = jax.jit(self._init_state, out_shardings=self.state_shardings)
       self.state, self.data_state, self.start_step = init(rng, inputs, kwargs), None, 0
+      if init_from:      # the loaded values, then a fresh optimizer state for them
+        params = init_from_lib.load_into(self.state.params, init_from, self.config.model.get("init_from_keys", ""))
+        opt_init = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)
+        self.state = self.state.replace(params=params, opt_state=opt_init(params))
     else:
       self.start_step, self.state, self.data_state, _ = self.restored
       if jax.process_index() == 0:
-        print(f"mmjax: resumed from {self.ckpt.directory}/{self.start_step}", flush=True)
+        print(f"mmjax: resumed from {self.ckpt.directory}/{self.start_step}"
+              f"{' (model.init_from is ignored when resuming)' if init_from else ''}", flush=True)
     self.num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
     if jax.process_index() == 0 and self.config.print_sharding:
       print(f"mmjax: train state placement on mesh {dict(self.mesh.shape)}\n"
@@ -326,8 +337,10 @@ class Trainer:
     return results
 
   def evaluate(self) -> dict[str, float]:
-    if self.restored is None:
-      raise MmjaxError(f"no checkpoint in {self.ckpt.directory} to evaluate; train first (--mode train)")
+    """Scores the latest checkpoint; without one, the model.init_from parameters (e.g. an imported OpenCLIP)."""
+    if self.restored is None and not self.config.model.get("init_from", ""):
+      raise MmjaxError(f"no checkpoint in {self.ckpt.directory} to evaluate; train first (--mode train) or set "
+                       f"model.init_from")
     with MetricWriter(self.workdir, total_steps=0, enabled=jax.process_index() == 0, progress_bar=False) as writer:
       return self.run_evals(self.state.params, self.start_step, writer)
 

@@ -1,5 +1,6 @@
-"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup + cosine, masked weight decay, global-norm clipping, and
-parameter clamps applied after the update (OpenCLIP's `logit_scale.clamp_(0, log 100)` after `optimizer.step()`)."""
+"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup + cosine, masked weight decay, global-norm clipping,
+parameter clamps applied after the update (OpenCLIP's `logit_scale.clamp_(0, log 100)` after `optimizer.step()`)
+and frozen parameters (`optim.frozen`: no update, no optimizer state)."""
 from __future__ import annotations
 
 import re
@@ -56,6 +57,28 @@ def clamp_params(rules) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+def freeze(tx: optax.GradientTransformation, frozen_regex: str) -> optax.GradientTransformation:
+  """`tx` for the parameters whose path does not match `frozen_regex` (re.search); the matching ones get a zero
+  update and no optimizer state (optax.multi_transform: `tx` is initialised on the other leaves only, so AdamW
+  allocates no moments for a frozen tower; gradient clipping, weight decay and clamps see only trainable leaves,
+  as in torch, where a parameter with requires_grad=False has no .grad). LiT (Zhai et al. 2022): "^vision/".
+  An update of 0 leaves a parameter bitwise unchanged (x + 0.0 == x for every finite x but -0.0)."""
+  pattern = re.compile(frozen_regex)
+
+  def labels(params):
+    lab = jax.tree_util.tree_map_with_path(lambda p, _: "frozen" if pattern.search(path_str(p)) else "train", params)
+    kinds = set(jax.tree.leaves(lab))
+    if "frozen" not in kinds:
+      first = path_str(jax.tree_util.tree_flatten_with_path(params)[0][0][0])
+      raise MmjaxError(f"config key optim.frozen={frozen_regex!r} matches no parameter (paths look like "
+                       f"{first!r}); fix the regex or set optim.frozen=''")
+    if "train" not in kinds:
+      raise MmjaxError(f"config key optim.frozen={frozen_regex!r} matches every parameter: nothing would train")
+    return lab
+
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
 def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to `lr`, then cosine to `lr * end_lr_factor` at `total_steps` (or constant)."""
   lr = optim_cfg.lr
@@ -83,4 +106,6 @@ def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransform
     raise MmjaxError(f"unknown optim.name {optim_cfg.name!r}; use 'adamw' or 'sgd'")
   parts = [optax.clip_by_global_norm(optim_cfg.clip_grad_norm)] if optim_cfg.clip_grad_norm else []
   clamp = tuple(optim_cfg.get("clamp", ()) or ())
-  return optax.chain(*parts, opt, *([clamp_params(clamp)] if clamp else [])), schedule
+  tx = optax.chain(*parts, opt, *([clamp_params(clamp)] if clamp else []))
+  frozen = optim_cfg.get("frozen", "") or ""
+  return (freeze(tx, frozen) if frozen else tx), schedule
