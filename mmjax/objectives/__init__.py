@@ -18,5 +18,7 @@ from mmjax.objectives import caption  # noqa: F401  ("caption"; teacher-forced c
 from mmjax.objectives import flow_matching  # noqa: F401  ("flow_matching"; text-to-image rectified flow)
 from mmjax.objectives import colearning  # noqa: F401  ("mctn", "distill", "clip_feature_distill")
 from mmjax.objectives import mvae  # noqa: F401  ("mvae"; sub-sampled multimodal ELBO, Wu & Goodman 2018)
+from mmjax.objectives import simclr  # noqa: F401  ("simclr"; with "clip": SLIP, Mu et al. 2022)
+# "a+b" (config.objective) is a weighted composite of registered objectives: mmjax.objectives.composite.
 
 __all__ = ["Objective", "get_objective", "contrastive", "contrastive_sharded"]
