@@ -42,27 +42,30 @@ def init(cfg, batch):
   return model, jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]
 
 
+@pytest.mark.slow   # one compile of a 4-head model (~20 s on the shared 2 cores)
 def test_composite_is_the_weighted_sum_of_its_terms():
   batch, rng = batch_of(8), jax.random.PRNGKey(5)
   model, params = init(MODEL, batch)
   weights = {"clip": 1.0, "caption": 2.0, "mae": 0.5, "simclr": 0.25}
   objective = get_objective("clip+caption+mae+simclr", weights)
-  loss, metrics = jax.jit(lambda p: objective.loss_fn(p, batch, rng, model=model))(params)
 
-  def apply(method, *args, **kw):
-    return model.apply({"params": params}, *args, method=method, train=True, **kw)
+  def both(params):   # the composite, and each term computed on its own (one compile)
+    def apply(method, *args, **kw):
+      return model.apply({"params": params}, *args, method=method, train=True, **kw)
+    img, tok = batch["image"], batch["tokens"]
+    zimg, ztxt, _ = apply("clip_outputs", img, tok)
+    clip = clip_loss(zimg, ztxt, params["logit_scale"])[0]
+    caption = masked_token_loss(apply("caption_logits", img, tok[:, :-1]), tok[:, 1:], target_weights(tok))[0]
+    mask_rng = jax.random.split(jax.random.fold_in(rng, 2))[0]        # term 2; mae_loss splits (mask, dropout)
+    pred, mask = apply("mae_outputs", img, rngs={"mask": mask_rng})
+    mae = masked_pixel_loss(pred, pixel_targets(img, 8, True), mask)
+    views, _, _ = jax.random.split(jax.random.fold_in(rng, 3), 3)      # term 3; simclr splits (views, d1, d2)
+    v1, v2 = random_views(views, img)
+    simclr = nt_xent(apply("simclr_embed", v1), apply("simclr_embed", v2))[0]
+    terms = {"clip": clip, "caption": caption, "mae": mae, "simclr": simclr}
+    return objective.loss_fn(params, batch, rng, model=model), terms
 
-  img, tok = batch["image"], batch["tokens"]
-  zimg, ztxt, _ = apply("clip_outputs", img, tok)
-  clip = clip_loss(zimg, ztxt, params["logit_scale"])[0]
-  caption = masked_token_loss(apply("caption_logits", img, tok[:, :-1]), tok[:, 1:], target_weights(tok))[0]
-  mask_rng = jax.random.split(jax.random.fold_in(rng, 2))[0]        # term 2; mae_loss splits (mask, dropout)
-  pred, mask = apply("mae_outputs", img, rngs={"mask": mask_rng})
-  mae = masked_pixel_loss(pred, pixel_targets(img, 8, True), mask)
-  views, _, _ = jax.random.split(jax.random.fold_in(rng, 3), 3)      # term 3; simclr splits (views, d1, d2)
-  v1, v2 = random_views(views, img)
-  simclr = nt_xent(apply("simclr_embed", v1), apply("simclr_embed", v2))[0]
-  terms = {"clip": clip, "caption": caption, "mae": mae, "simclr": simclr}
+  (loss, metrics), terms = jax.jit(both)(params)
   for name, value in terms.items():
     np.testing.assert_allclose(metrics[f"{name}/loss"], value, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(loss, sum(weights[n] * v for n, v in terms.items()), rtol=1e-6, atol=1e-6)
@@ -70,17 +73,21 @@ def test_composite_is_the_weighted_sum_of_its_terms():
   assert {"clip/i2t_acc", "caption/accuracy", "mae/mask_ratio", "simclr/accuracy"} <= set(metrics)
 
 
+@pytest.mark.slow   # ~11 s on the shared 2 cores
 def test_clip_plus_mlm_is_the_weighted_sum():
   batch, rng = batch_of(8), jax.random.PRNGKey(1)
   model, params = init(MLM_MODEL, batch)
-  loss, metrics = jax.jit(lambda p: get_objective("clip+mlm", {"mlm": 3.0}).loss_fn(p, batch, rng, model=model))(
-      params)
-  zimg, ztxt, _ = model.apply({"params": params}, batch["image"], batch["tokens"], method="clip_outputs")
-  clip = clip_loss(zimg, ztxt, params["logit_scale"])[0]
-  inputs, selected = mlm_corrupt(jax.random.split(jax.random.fold_in(rng, 1))[0], jnp.asarray(batch["tokens"]),
-                                 vocab_size=50)
-  logits = model.apply({"params": params}, inputs, method="mlm_logits")
-  mlm = masked_token_loss(logits, batch["tokens"], selected)[0]
+
+  def both(params):
+    zimg, ztxt, _ = model.apply({"params": params}, batch["image"], batch["tokens"], method="clip_outputs")
+    clip = clip_loss(zimg, ztxt, params["logit_scale"])[0]
+    inputs, selected = mlm_corrupt(jax.random.split(jax.random.fold_in(rng, 1))[0],
+                                   jnp.asarray(batch["tokens"]), vocab_size=50)
+    mlm = masked_token_loss(model.apply({"params": params}, inputs, method="mlm_logits"), batch["tokens"],
+                            selected)[0]
+    return get_objective("clip+mlm", {"mlm": 3.0}).loss_fn(params, batch, rng, model=model), clip, mlm
+
+  (loss, metrics), clip, mlm = jax.jit(both)(params)
   np.testing.assert_allclose([metrics["clip/loss"], metrics["mlm/loss"], loss], [clip, mlm, clip + 3 * mlm],
                              rtol=1e-6, atol=1e-6)
 
@@ -94,6 +101,7 @@ def one_step(objective, model, params, batch, accum):
   return jax.jit(make_train_step(objective, model, tx, schedule, grad_accum_steps=accum))(state, batch)
 
 
+@pytest.mark.slow   # two train-step compiles (~15-35 s on the shared 2 cores)
 def test_accumulation_is_exact_for_clip_plus_caption():
   """2 micro-batches == one batch of 8: the contrastive term through its cached features, the caption term as
   the mean of the micro-batch losses (equal scored-token counts, so also the big-batch token mean)."""
