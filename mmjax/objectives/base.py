@@ -38,10 +38,6 @@ class Objective:
     return self.loss_from_features(params, features)
 
 
-def get_objective(name: str, weights=None) -> Objective:
-  """The objective `name` (config.objective); "a+b" is the composite of registered objectives a and b, weighted
-  by `weights` (config.objective_weights, mmjax.objectives.composite)."""
-  if "+" in str(name) or weights:
-    from mmjax.objectives.composite import composite_objective   # imports this module
-    return composite_objective(name, weights)
+def get_objective(name: str) -> Objective:
+  """A registered objective by name; `mmjax.objectives.get_objective` also builds composites ("a+b")."""
   return OBJECTIVES.get(name, "objective")

@@ -131,3 +131,11 @@ def composite_objective(name: str, weights: Mapping | None = None) -> Objective:
     return total(params, per_term)
 
   return Objective(features_fn, loss_from_features, keys)
+
+
+def get_objective(name: str, weights: Mapping | None = None) -> Objective:
+  """The objective `name` (config.objective); "a+b" is the composite of the registered objectives a and b,
+  weighted by `weights` (config.objective_weights). Exported as `mmjax.objectives.get_objective`."""
+  if "+" in str(name) or weights:
+    return composite_objective(name, weights)
+  return OBJECTIVES.get(name, "objective")
