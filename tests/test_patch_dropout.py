@@ -22,6 +22,7 @@ def _images(b=4, seed=0):
   return jnp.asarray(np.random.default_rng(seed).standard_normal((b, 16, 16, 3)), jnp.float32)
 
 
+@pytest.mark.slow   # three CLIP compiles (~12-15 s on the shared 2 cores)
 def test_eval_outputs_bitwise_unchanged_by_the_setting():
   images, tokens = _images(), jnp.asarray(np.random.default_rng(1).integers(4, 20, (4, 6)), jnp.int32)
   plain = build_model(CLIP_TINY)
