@@ -2,6 +2,7 @@
 
   python benchmarks/clip_step.py [--batch 64] [--steps 20] [--warmup 3]
   python benchmarks/clip_step.py --preset vit_b16 --dtype bfloat16 [--remat dots] --batch 256   (GPU/TPU)
+  python benchmarks/clip_step.py --patch_dropout 0.5      (FLIP: the masked and the unmasked step, same process)
 
 Presets: "anchor" (below) and "vit_b16", OpenCLIP's ViT-B-16 (image 224, patch 16, width 768, 12 layers, 12 heads;
 text 77 tokens, vocab 49408, width 512, 12 layers, 8 heads; embed 512; 149,620,737 parameters). --dtype sets the
@@ -14,6 +15,9 @@ Model: ViT image 64, patch 8, width 256, depth 4, 4 heads, MLP 4x; text context 
 wd 0.1); float32; random inputs made once. The step is mmjax's own jitted train step (the one the loop runs).
 flops_per_step = 3 x forward matmul FLOPs (the anchor's formula); peak_gflops_per_s = an f32 2048^2 matmul measured
 in the same run; mfu = gflops_per_s / peak_gflops_per_s. Prints one JSON line last.
+--patch_dropout p (FLIP, Li et al. 2023) times the step with model.vision.patch_dropout = p and the unmasked step,
+alternately for --rounds rounds in one process, and reports both samples/s (best round), their ratio and
+the FLOPs of each (the masked step counts its shorter vision sequence).
 """
 from __future__ import annotations
 
@@ -92,6 +96,47 @@ def make_step(model_cfg, batch_size: int, total_steps: int):
   return step, state, batch
 
 
+def time_steps(step, state, batch, steps: int):
+  """-> (state, metrics, elapsed s, per-step times) of `steps` blocking steps."""
+  times = []
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    ts = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(state)  # per-step times; the loop itself never blocks
+    times.append(time.perf_counter() - ts)
+  return state, metrics, time.perf_counter() - t0, times
+
+
+def flip_main(args, model_cfg) -> None:
+  """Masked (patch_dropout) vs unmasked step, compiled in one process and timed alternately."""
+  b = args.batch
+  masked_cfg = ml_collections.ConfigDict(model_cfg.to_dict())
+  masked_cfg.vision.patch_dropout = args.patch_dropout
+  runs = {}
+  for name, cfg in (("unmasked", model_cfg), ("masked", masked_cfg)):
+    step, state, batch = make_step(cfg, b, total_steps=(args.steps + args.warmup) * args.rounds)
+    for _ in range(args.warmup):
+      state, _ = step(state, batch)
+    jax.block_until_ready(state)
+    runs[name] = [step, state, batch, []]
+  for _ in range(args.rounds):
+    for name, run in runs.items():
+      run[1], _, elapsed, _ = time_steps(run[0], run[1], run[2], args.steps)
+      run[3].append(b * args.steps / elapsed)
+  best = {name: max(run[3]) for name, run in runs.items()}
+  print(json.dumps({
+      "benchmark": "clip_step_flip", "preset": args.preset, "patch_dropout": args.patch_dropout,
+      "dtype": args.dtype, "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+      "batch": b, "steps": args.steps, "rounds": args.rounds,
+      "masked_samples_per_s": round(best["masked"], 2), "unmasked_samples_per_s": round(best["unmasked"], 2),
+      "ratio": round(best["masked"] / best["unmasked"], 3), "goal_ratio": 1.7,
+      "masked_all": [round(x, 2) for x in runs["masked"][3]],
+      "unmasked_all": [round(x, 2) for x in runs["unmasked"][3]],
+      "masked_flops_per_step": clip_flops_per_step(masked_cfg, b),
+      "unmasked_flops_per_step": clip_flops_per_step(model_cfg, b)}))
+
+
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--batch", type=int, default=64)
@@ -106,12 +151,17 @@ def main() -> None:
   ap.add_argument("--last_block_pooled_only", action="store_true",
                   help="compute both towers' last block for the pooled token only (same loss and gradients, "
                        "less work: reported on its own, never as the open_clip ratio)")
+  ap.add_argument("--patch_dropout", type=float, default=0.0,
+                  help="FLIP patch dropout rate: time the masked and the unmasked step side by side")
+  ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds with --patch_dropout")
   args = ap.parse_args()
 
   model_cfg = ml_collections.ConfigDict(dict(MODEL if args.preset == "anchor" else VIT_B16, dtype=args.dtype,
                                              remat=args.remat))
   if args.last_block_pooled_only:
     model_cfg.vision.last_block_pooled_only = model_cfg.text.last_block_pooled_only = True
+  if args.patch_dropout > 0:
+    return flip_main(args, model_cfg)
   b = args.batch
   step, state, batch = make_step(model_cfg, b, total_steps=args.steps + args.warmup)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -119,14 +169,7 @@ def main() -> None:
   for _ in range(args.warmup):
     state, metrics = step(state, batch)
   jax.block_until_ready(state)
-  times = []
-  t0 = time.perf_counter()
-  for _ in range(args.steps):
-    ts = time.perf_counter()
-    state, metrics = step(state, batch)
-    jax.block_until_ready(state)  # per-step times; the loop itself never blocks
-    times.append(time.perf_counter() - ts)
-  elapsed = time.perf_counter() - t0
+  state, metrics, elapsed, times = time_steps(step, state, batch, args.steps)
   peak = matmul_peak_gflops(n=2048 if jax.default_backend() == "cpu" else 8192, dtype=jnp.dtype(args.dtype))
 
   flops = clip_flops_per_step(model_cfg, b)

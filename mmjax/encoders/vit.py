@@ -9,6 +9,12 @@ as normalising the pooled token.
 last_block_pooled_only=True (pool 'cls'): the last block is computed for the CLS token only (keys and values
 from every token), since nothing else of it reaches the embedding: the same embedding and the same gradients
 for ~22/24 less of that block's matmul work; `out` then holds "pooled" alone.
+
+patch_dropout=p (FLIP, Li et al. 2023, "Scaling Language-Image Pre-training via Masking"): in training only, each
+sample keeps a random subset of N - round(p N) of its N patch tokens (the CLS token always), drawn from the
+"dropout" rng stream, after the positional embeddings are added (so kept tokens keep their positions) and before
+ln_pre, as OpenCLIP's PatchDropout. Eval (train=False) never drops. `patch_ids` [B, K] (explicit kept patch indices,
+e.g. an MAE mask) overrides it.
 """
 from __future__ import annotations
 
@@ -24,6 +30,27 @@ from mmjax.layers import LN_EPS, Transformer
 
 Dtype = Any
 POOLS = ("cls", "gap", "none")
+
+
+def patches_dropped(n: int, p: float) -> int:
+  """Patches FLIP drops out of n at rate p: round(p n) (Python's round), at most n - 1 (one patch is kept)."""
+  if not 0.0 <= p < 1.0:
+    raise MmjaxError(f"config key model.vision.patch_dropout={p} must be in [0, 1)")
+  return min(int(round(p * n)), n - 1)
+
+
+def patch_dropout_ids(rng: jax.Array, batch: int, n: int, p: float) -> jax.Array:
+  """Kept patch indices int32 [B, K], K = n - patches_dropped(n, p): per sample the K patches with the smallest
+  uniform noise (an independent random subset per row), in ascending (row-major) order."""
+  keep = n - patches_dropped(n, p)
+  ids = jnp.argsort(jax.random.uniform(rng, (batch, n)), axis=1)[:, :keep]
+  return jnp.sort(ids, axis=1).astype(jnp.int32)
+
+
+def keep_patches(x: jax.Array, ids: jax.Array) -> jax.Array:
+  """x [B, 1 + N, w] (CLS first), ids int [B, K] patch indices -> [B, 1 + K, w]: CLS, then x[b, 1 + ids[b]]."""
+  kept = jnp.take_along_axis(x[:, 1:], ids[:, :, None].astype(jnp.int32), axis=1)
+  return jnp.concatenate([x[:, :1], kept], axis=1)
 
 
 class ViT(nn.Module):
@@ -45,6 +72,7 @@ class ViT(nn.Module):
   param_dtype: Dtype = jnp.float32
   remat: str = "none"               # per-block rematerialisation policy (mmjax.layers.transformer)
   last_block_pooled_only: bool = False   # see the module docstring
+  patch_dropout: float = 0.0        # FLIP's training-time patch dropout rate (see the module docstring)
 
   def _check(self, images: jax.Array) -> None:
     if self.pool not in POOLS:
@@ -64,7 +92,9 @@ class ViT(nn.Module):
                        f"model.vision.image_size={images.shape[1]} (square images only)")
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(self, images: jax.Array, train: bool = False,
+               patch_ids: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """patch_ids: optional int [B, K] patch indices to keep (then "tokens" etc. are [B, 1 + K, w])."""
     self._check(images)
     w, p = self.width, self.patch_size
     scale = w ** -0.5
@@ -76,6 +106,10 @@ class ViT(nn.Module):
     pos = self.param("pos_embedding", nn.initializers.normal(scale), (1, n + 1, w), self.param_dtype)
     cls = einops.repeat(cls.astype(self.dtype), "c -> b 1 c", b=x.shape[0])
     x = jnp.concatenate([cls, x], axis=1) + pos.astype(self.dtype)
+    if patch_ids is None and train and self.patch_dropout > 0:
+      patch_ids = patch_dropout_ids(self.make_rng("dropout"), x.shape[0], n, self.patch_dropout)
+    if patch_ids is not None:
+      x = keep_patches(x, patch_ids)
     ln = dict(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.LayerNorm(**ln, name="ln_pre")(x)
     transformer = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,

@@ -20,6 +20,7 @@ from mmjax.models.mctn import MCTN  # registers "mctn"
 from mmjax.models.distill import DistillStudent, CLIPDistillStudent  # "distill_student", "clip_distill_student"
 from mmjax.models.mvae import MVAE  # registers "mvae"
 from mmjax.models.vqa import VQAModel  # registers "vqa"
+from mmjax.models.multitask import MultiTaskCLIP  # registers "multitask_clip" (composite objectives)
 from mmjax.registry import MODELS
 
 _NOT_CONFIG = ("parent", "name")

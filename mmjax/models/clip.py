@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax.core import FrozenDict
 
 from mmjax.encoders import TextTransformer, ViT
+from mmjax.encoders.vit import patches_dropped
 from mmjax.errors import MmjaxError
 from mmjax.layers import through_eot
 from mmjax.registry import MODELS
@@ -172,12 +173,15 @@ def clip_flops_per_step(model_cfg: Mapping, batch_size: int) -> int:
 
   Per sample: patch embed 2 P (3 p^2) w_v + vision tower (P + 1 tokens) + 2 w_v E + text tower (L tokens)
   + 2 w_t E; per batch: loss logits 2 * 2 B^2 E. LayerNorm/softmax/GELU/optimizer are ignored. A tower with
-  last_block_pooled_only counts the work its last block does (see _tower_flops), so MFU stays honest.
+  last_block_pooled_only counts the work its last block does (see _tower_flops), so MFU stays honest. With FLIP's
+  vision.patch_dropout = p the vision tower runs on the 1 + N - round(p N) kept tokens (the patch embedding still
+  sees all N patches, as it runs before the drop).
   """
   v, t, e = dict(model_cfg["vision"]), dict(model_cfg["text"]), model_cfg["embed_dim"]
   n_patches = (v["image_size"] // v["patch_size"]) ** 2
+  n_kept = n_patches - patches_dropped(n_patches, float(v.get("patch_dropout", 0.0)))
   vis = (2 * n_patches * 3 * v["patch_size"] ** 2 * v["width"]
-         + _tower_flops(n_patches + 1, v["width"], v["depth"], v.get("mlp_ratio", 4.0),
+         + _tower_flops(n_kept + 1, v["width"], v["depth"], v.get("mlp_ratio", 4.0),
                         v.get("last_block_pooled_only", False))
          + 2 * v["width"] * e)
   txt = (_tower_flops(t["context_length"], t["width"], t["depth"], t.get("mlp_ratio", 4.0),

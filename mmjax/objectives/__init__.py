@@ -7,7 +7,8 @@ back-propagate micro-batch by micro-batch (as in GradCache, Gao et al. 2021).
 """
 from __future__ import annotations
 
-from mmjax.objectives.base import Objective, get_objective
+from mmjax.objectives.base import Objective
+from mmjax.objectives.composite import get_objective  # by name; "a+b" composites (config.objective_weights)
 
 from mmjax.objectives import contrastive  # noqa: F401  (registers "clip", "siglip"; needs Objective)
 from mmjax.objectives import contrastive_sharded  # noqa: F401  ("clip_sharded", "siglip_sharded")
@@ -18,5 +19,6 @@ from mmjax.objectives import caption  # noqa: F401  ("caption"; teacher-forced c
 from mmjax.objectives import flow_matching  # noqa: F401  ("flow_matching"; text-to-image rectified flow)
 from mmjax.objectives import colearning  # noqa: F401  ("mctn", "distill", "clip_feature_distill")
 from mmjax.objectives import mvae  # noqa: F401  ("mvae"; sub-sampled multimodal ELBO, Wu & Goodman 2018)
+from mmjax.objectives import simclr  # noqa: F401  ("simclr"; with "clip": SLIP, Mu et al. 2022)
 
 __all__ = ["Objective", "get_objective", "contrastive", "contrastive_sharded"]

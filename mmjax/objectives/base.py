@@ -39,4 +39,5 @@ class Objective:
 
 
 def get_objective(name: str) -> Objective:
+  """A registered objective by name; `mmjax.objectives.get_objective` also builds composites ("a+b")."""
   return OBJECTIVES.get(name, "objective")
