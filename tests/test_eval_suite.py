@@ -18,7 +18,7 @@ from mmjax.evals.base import EvalContext
 from mmjax.errors import MmjaxError
 
 OPEN_CLIP_META = "/work/venv-oc/lib/python3.11/site-packages/open_clip/zero_shot_metadata.py"
-SIZE, L, V, D = 6, 12, 97, 16
+SIZE, L, V, D = 6, 48, 97, 16
 
 
 class CharTokenizer:
@@ -252,3 +252,45 @@ def test_center_crop_resize_equals_torchvision_when_installed():
     a = np.random.default_rng(h + w).integers(0, 255, (h, w, 3), dtype=np.uint8)
     tv = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
     np.testing.assert_array_equal(benchmark.center_crop_resize(a, size), np.asarray(tv(Image.fromarray(a))))
+
+
+def test_zero_shot_suite_on_cifar10_test_matches_a_reference_from_the_raw_zip(tmp_path):
+  """The prepared CIFAR-10 test builder from a fake raw zip (data.fake_raw); the reference reads the zip itself.
+  Metrics are order-free, so the builder's example order does not matter."""
+  import io
+  import zipfile
+  from mmjax.data import image_text
+  from mmjax.data.builders import cifar10_test
+  ctx = ctx_for(tmp_path, zs_datasets="cifar10_test", zs_templates="", zs_classnames="", zs_limit=0)
+  ctx.config.data.fake_raw = 30
+  got = zero_shot_suite.zero_shot_suite(PARAMS, ctx)
+  raw = image_text.prepared(ml_collections.ConfigDict(dict(name="cifar10_test", fake_raw=30))).raw_dir
+  images, labels = [], []
+  with zipfile.ZipFile(os.path.join(raw, cifar10_test.ZIP)) as zf:
+    for name in zf.namelist():
+      if name.endswith(".jpg"):
+        images.append(np.asarray(Image.open(io.BytesIO(zf.read(name))).convert("RGB")))
+        labels.append(cifar10_test.CLASSES.index(name.split("/")[1]))
+  labels = np.asarray(labels)
+  tmpl = benchmark.templates("cifar")
+  emb = ref_text_features([t.format(c) for c in cifar10_test.CLASSES for t in tmpl]).reshape(10, len(tmpl), D)
+  cls = emb.mean(1) / np.linalg.norm(emb.mean(1), axis=1, keepdims=True)
+  logits = ref_image_features(images) @ cls.T
+  order = np.argsort(-logits, axis=1)
+  want = {"acc1": np.mean(order[:, 0] == labels), "acc5": np.mean([labels[i] in order[i, :5] for i in range(30)]),
+          "mean_per_class_recall": np.mean([np.mean(order[labels == c, 0] == c) for c in range(10)])}
+  assert len(images) == 30 and len(np.unique(cls.round(6), axis=0)) == 10          # prompts tell classes apart
+  assert {k: got[f"zero_shot_suite/cifar10_test/{k}"] for k in want} == pytest.approx(want, abs=1e-6)
+
+
+def test_an_imagenet_val_folder_gets_clips_class_names(tmp_path):
+  names = benchmark.imagenet_classnames()
+  wnids = sorted(f"n{1440764 + 7 * i:08d}" for i in range(1000))
+  for w in wnids:
+    os.makedirs(tmp_path / "val" / w)
+    (tmp_path / "val" / w / "a.png").write_bytes(b"")       # listed, never decoded here
+  ctx = ctx_for(tmp_path, zs_datasets="", zs_templates="", zs_classnames="", zs_limit=0)
+  data = zero_shot_suite._Classification(ctx, f"image_folder:{tmp_path}")
+  assert data.classnames == names and data.default_templates == "imagenet"
+  assert zero_shot_suite.parse_datasets(f"imagenet1k=image_folder:{tmp_path}, cifar10_test") == [
+      ("imagenet1k", f"image_folder:{tmp_path}"), ("cifar10_test", "cifar10_test")]
