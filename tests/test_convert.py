@@ -239,3 +239,31 @@ def test_pipeline_batches_as_the_webdataset_source_with_global_shuffle_and_resum
     got = next(again)
     np.testing.assert_array_equal(got["image"], want["image"])
     np.testing.assert_array_equal(got["tokens"], want["tokens"])
+
+
+def test_mmjax_prepare_convert_command_line(shards, converted, tmp_path, monkeypatch):
+  from mmjax.data import prepare
+  monkeypatch.chdir(os.path.dirname(shards))                # relative shard paths name the same source
+  monkeypatch.setattr(sys, "argv", ["mmjax-prepare", "convert", "--from", "webdataset", "--shards",
+                                    os.path.basename(shards), "--out", converted, "--noprogress"])
+  with pytest.raises(SystemExit) as e:
+    prepare.run()
+  assert e.value.code == 0                                   # the finished conversion is recognised, not redone
+  monkeypatch.setattr(sys, "argv", ["mmjax-prepare", "convert", "--from", "csv", "--out", str(tmp_path)])
+  with pytest.raises(SystemExit) as e:
+    prepare.run()
+  assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_clip_webdataset_experiment_trains_on_converted_shards(tmp_path):
+  """experiments/clip_webdataset.py:array_record,runlocal (the generated shards converted) runs as every config."""
+  from mmjax import config as config_lib
+  from mmjax.trainers import config_schema, make_trainer
+  config = config_lib.load_experiment(os.path.join(ROOT, "experiments", "clip_webdataset.py"),
+                                      "array_record,runlocal")
+  config_lib.check_keys(config, config_schema(config))
+  assert config.data.name == "array_record" and "shards" not in config.data
+  results = make_trainer(config, str(tmp_path)).train()
+  assert os.listdir(tmp_path / "checkpoints") == [str(config.total_steps)]
+  assert results and all(float(v) == float(v) for v in results.values())

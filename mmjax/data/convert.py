@@ -69,7 +69,7 @@ def webdataset_units(spec: str, check_images: bool) -> tuple[list[Unit], dict]:
   """One unit per input shard (open_clip's brace / `::` notation, webdataset.parse_shards)."""
   from mmjax.data.tar_samples import Sample, iter_samples
   from mmjax.data.webdataset import parse_shards
-  paths = parse_shards(spec, key="--shards")[0]
+  paths = [p if "://" in p else os.path.abspath(p) for p in parse_shards(spec, key="--shards")[0]]
 
   def examples(path: str):
     for item in iter_samples(path):
