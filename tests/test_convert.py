@@ -202,6 +202,11 @@ def test_sigkill_mid_shard_then_rerun_equals_a_clean_run(shards, converted, tmp_
   assert_same_conversion(str(out), converted)
 
 
+def test_two_worker_processes_write_the_same_bytes(shards, converted, tmp_path):
+  assert run_convert("--from", "webdataset", "--shards", shards, "--out", tmp_path / "o", "--workers", 2) == 0
+  assert_same_conversion(str(tmp_path / "o"), converted)
+
+
 def test_rerun_with_another_source_is_refused_and_bad_input_can_stop(shards, converted, tmp_path, capsys):
   other = shards.replace("{000..004}", "{000..003}")
   assert run_convert("--from", "webdataset", "--shards", other, "--out", converted) == 2
