@@ -1,5 +1,5 @@
-"""COCO / Flickr30k / Flickr8k captions in Karpathy's split JSON (`dataset_coco.json`, `dataset_flickr30k.json`; Karpathy
-& Fei-Fei 2015) over local image files (`data.name = "karpathy"`; evals/retrieval_suite.py reads any such file).
+"""COCO / Flickr30k / Flickr8k captions in Karpathy's split JSON (`dataset_coco.json`, `dataset_flickr30k.json`;
+Karpathy & Fei-Fei 2015) over local image files (`data.name = "karpathy"`; evals/retrieval_suite.py reads any such file).
 
 The JSON: {"dataset": "coco", "images": [{"filepath": "val2014" (COCO only), "filename": "COCO_val2014_...jpg",
 "split": "train" | "restval" | "val" | "test", "sentences": [{"raw": "A man ..."}, ...]}, ...]}. An image's file is
