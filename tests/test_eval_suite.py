@@ -294,3 +294,19 @@ def test_an_imagenet_val_folder_gets_clips_class_names(tmp_path):
   assert data.classnames == names and data.default_templates == "imagenet"
   assert zero_shot_suite.parse_datasets(f"imagenet1k=image_folder:{tmp_path}, cifar10_test") == [
       ("imagenet1k", f"image_folder:{tmp_path}"), ("cifar10_test", "cifar10_test")]
+
+
+@pytest.mark.parametrize("norm", ["minus_one_one", "openai"])
+def test_encode_images_scales_as_training_or_as_open_clip(norm):
+  images = np.random.default_rng(5).integers(0, 255, (5, 3, 3, 3), dtype=np.uint8)
+  flat = lambda p, x: jnp.asarray(x).reshape(x.shape[0], -1)
+  got = benchmark.encode_images(flat, None, lambda i: images[i], 5, 2, norm)
+  if norm == "openai":      # CLIP's preprocessing constants (openai/CLIP clip.py _transform)
+    x = (images / 255.0 - np.array([0.48145466, 0.4578275, 0.40821073])) / np.array([0.26862954, 0.26130258,
+                                                                                     0.27577711])
+  else:
+    x = images / 127.5 - 1
+  x = x.reshape(5, -1)
+  np.testing.assert_allclose(got, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-6)
+  with pytest.raises(MmjaxError, match="suite_image_norm"):
+    benchmark.encode_images(flat, None, lambda i: images[i], 5, 2, "imagenet")

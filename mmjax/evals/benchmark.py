@@ -67,17 +67,32 @@ def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
   return np.asarray(im.crop((left, top, left + size, top + size)))
 
 
-def encode_images(encode: Callable, params, load: Callable[[int], np.ndarray], n: int, batch_size: int
-                  ) -> np.ndarray:
+NORMS = ("minus_one_one", "openai")      # evals.suite_image_norm
+
+
+def normalize(images: np.ndarray, norm: str) -> np.ndarray:
+  """uint8 [B, S, S, 3] -> float32 model inputs: "minus_one_one", mmjax's training scale (x / 127.5 - 1); "openai",
+  open_clip's ToTensor + Normalize(OPENAI_MEAN, OPENAI_STD), for imported OpenCLIP weights (interop/open_clip.py)."""
+  if norm == "minus_one_one":
+    return images.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1)
+  if norm == "openai":
+    from mmjax.interop.open_clip import preprocess_images
+    return preprocess_images(images)
+  raise MmjaxError(f"evals.suite_image_norm={norm!r} is unknown; use one of {', '.join(NORMS)}")
+
+
+def encode_images(encode: Callable, params, load: Callable[[int], np.ndarray], n: int, batch_size: int,
+                  norm: str = "minus_one_one") -> np.ndarray:
   """Unit-norm embeddings float32 [n, D] of images load(i) -> uint8 [S, S, 3], `batch_size` at a time (the last
-  batch padded by repetition, so one compiled shape); images are mapped to [-1, 1] as training does."""
+  batch padded by repetition, so one compiled shape), scaled by `normalize(., norm)`."""
+  normalize(np.zeros((1, 1, 1, 3), np.uint8), norm)            # a bad norm fails before any image is read
   out = []
   for start in range(0, n, batch_size):
     chunk = np.stack([load(i) for i in range(start, min(n, start + batch_size))])
     m = len(chunk)
     if m < batch_size:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - m, axis=0)])
-    x = chunk.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1)
+    x = normalize(chunk, norm)
     out.append(np.asarray(jax.device_get(encode(params, x)), np.float32)[:m])
   return unit(np.concatenate(out))
 

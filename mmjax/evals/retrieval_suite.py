@@ -11,7 +11,7 @@ Config keys (evals.*):
   retrieval_images: comma-separated image roots, one per file ("" : each file's folder);
   retrieval_split: the Karpathy split ("test");
   retrieval_limit: 0 (every image) or the first this many images (with all their captions);
-  benchmark_model, benchmark_pretrained: as zero_shot_suite's.
+  benchmark_model, benchmark_pretrained, suite_image_norm: as zero_shot_suite's.
 Images: shorter side to data.image_size then the centre crop; captions tokenized at data.context_length.
 Results: retrieval_suite/<name>/{image,text}_retrieval_recall@{1,5,10}.
 """
@@ -28,7 +28,8 @@ from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.registry import DATASETS, EVALUATORS
 
 EVAL_KEYS["retrieval_suite"] = {"retrieval_json": "", "retrieval_images": "", "retrieval_split": "test",
-                                "retrieval_limit": 0, "benchmark_model": "", "benchmark_pretrained": ""}
+                                "retrieval_limit": 0, "benchmark_model": "", "benchmark_pretrained": "",
+                                "suite_image_norm": "minus_one_one"}
 KS = (1, 5, 10)
 
 
@@ -69,7 +70,8 @@ def evaluate(params, ctx, name: str, src) -> dict[str, float]:
 
   enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
   enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
-  img = benchmark.encode_images(enc_img, params, load, n, min(bs, n))
+  img = benchmark.encode_images(enc_img, params, load, n, min(bs, n),
+                                cfg.evals.get("suite_image_norm", "minus_one_one"))
   texts = [c for cs in captions for c in cs]
   txt_to_img = np.repeat(np.arange(n, dtype=np.int32), [len(cs) for cs in captions])
   tokens = np.asarray(ctx.tokenizer.encode(texts, int(cfg.data.context_length)))

@@ -12,7 +12,8 @@ Config keys (evals.*):
   zs_templates: "" (the data set's default), "imagenet" (CLIP's 80), "cifar" (CLIP's 18) or a file, one per line;
   zs_classnames: "" or a file of class names, one per line in label order (for every data set listed);
   zs_limit: 0 (every image) or at most this many, evenly spaced over the split (so every class keeps some);
-  benchmark_model, benchmark_pretrained: the "model" / "pretrained" fields of the result files.
+  benchmark_model, benchmark_pretrained: the "model" / "pretrained" fields of the result files;
+  suite_image_norm: "minus_one_one" (mmjax's training scale) or "openai" (open_clip's mean/std: imported weights).
 Images: shorter side to data.image_size then the centre crop (CLIP's evaluation transform); prompts tokenized with
 the run's tokenizer at data.context_length. Results: zero_shot_suite/<name>/{acc1, acc5, mean_per_class_recall}.
 """
@@ -32,7 +33,8 @@ from mmjax.evals.zero_shot import build_classifier
 from mmjax.registry import EVALUATORS
 
 EVAL_KEYS["zero_shot_suite"] = {"zs_datasets": "cifar10_test", "zs_templates": "", "zs_classnames": "",
-                                "zs_limit": 0, "benchmark_model": "", "benchmark_pretrained": ""}
+                                "zs_limit": 0, "benchmark_model": "", "benchmark_pretrained": "",
+                                "suite_image_norm": "minus_one_one"}
 _WNID = re.compile(r"n\d{8}")
 
 
@@ -94,7 +96,7 @@ def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
   enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
   enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
   img = benchmark.encode_images(enc_img, params, lambda i: benchmark.center_crop_resize(data.image(index[i]), size),
-                                len(index), min(bs, len(index)))
+                                len(index), min(bs, len(index)), cfg.evals.get("suite_image_norm", "minus_one_one"))
   context_length = int(cfg.data.context_length)
   classifier = build_classifier(lambda t: batched_apply(enc_txt, params, np.asarray(t), min(bs, len(t))),
                                 lambda texts: ctx.tokenizer.encode(list(texts), context_length),
