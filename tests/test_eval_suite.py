@@ -310,3 +310,49 @@ def test_encode_images_scales_as_training_or_as_open_clip(norm):
   np.testing.assert_allclose(got, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-6)
   with pytest.raises(MmjaxError, match="suite_image_norm"):
     benchmark.encode_images(flat, None, lambda i: images[i], 5, 2, "imagenet")
+
+
+@pytest.mark.slow
+def test_live_zero_shot_suite_equals_open_clips_zero_shot_on_imported_weights(folder, tmp_path):
+  """A small random OpenCLIP model imported into mmjax (interop/open_clip.py): zero_shot_suite with
+  suite_image_norm='openai' and CLIP's BPE gives open_clip's own zero-shot (image_transform(is_train=False),
+  build_zero_shot_classifier) predictions, hence metrics."""
+  torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'mmjax[torch]')")
+  open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is not installed")
+  from open_clip.zero_shot_classifier import build_zero_shot_classifier
+  from mmjax.data.clip_bpe import ClipBpeTokenizer
+  from mmjax.interop import open_clip as oc
+  from mmjax.models import build_model
+  root, images, labels = folder
+  torch.manual_seed(0)
+  # head_width 64: a state dict does not store the head count; interop.open_clip infers width // 64
+  model = open_clip.model.CLIP(32, dict(image_size=24, patch_size=6, width=64, layers=1, head_width=64),
+                               dict(context_length=77, vocab_size=49408, width=64, heads=1, layers=1)).eval()
+  torch.save(model.state_dict(), tmp_path / "m.pt")
+  sd = oc.load_state_dict(str(tmp_path / "m.pt"))
+  ctx = ctx_for(tmp_path, zs_datasets=f"fruit=image_folder:{root}", zs_templates="imagenet", zs_classnames="",
+                zs_limit=0, suite_image_norm="openai")
+  ctx.config.data.image_size, ctx.config.data.context_length = 24, 77
+  ctx.model, ctx.tokenizer = build_model(oc.config_from_state_dict(sd)), ClipBpeTokenizer()
+  got = zero_shot_suite.zero_shot_suite(jax_tree(oc.import_params(sd)), ctx)
+  preprocess = open_clip.image_transform(24, is_train=False)
+  with torch.no_grad():
+    x = torch.stack([preprocess(Image.fromarray(a)) for a in images])
+    feats = model.encode_image(x, normalize=True)
+    classifier = build_zero_shot_classifier(model, open_clip.get_tokenizer("ViT-B-32"),
+                                            ["red apple", "green pear", "blue berry"],
+                                            [t.format for t in benchmark.templates("imagenet")])
+    pred = (feats @ classifier).argmax(dim=1).numpy()
+  want = {"acc1": np.mean(pred == labels),
+          "mean_per_class_recall": np.mean([np.mean(pred[labels == c] == c) for c in range(3)])}
+  assert {k: got[f"zero_shot_suite/fruit/{k}"] for k in want} == pytest.approx(want, abs=1e-9)
+  import jax
+  enc = jax.jit(lambda p, x: ctx.model.apply({"params": p}, x, method="encode_image"))
+  mine = benchmark.encode_images(enc, jax_tree(oc.import_params(sd)),
+                                 lambda i: benchmark.center_crop_resize(images[i], 24), len(images), 4, "openai")
+  np.testing.assert_allclose(mine, feats.numpy(), atol=1e-4)              # same crop, scaling and embeddings
+
+
+def jax_tree(params):
+  import jax
+  return jax.tree.map(np.asarray, params)
