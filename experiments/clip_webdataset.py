@@ -8,6 +8,10 @@ streamed from the tars with exact resume; open_clip's `--train-data` / `--val-da
   #   --config.data.shards='/data/cc3m/{00000..00331}.tar::/data/cc12m/{00000..01242}.tar' \\
   #   --config.data.resampled=True --config.data.shard_weights='1::2'
   # rerun the same command after a kill or preemption: it resumes on exactly the next batch.
+  # for grain's global shuffle instead of a shuffle buffer: convert once, then train on the array_record shards:
+  mmjax-prepare convert --from webdataset --shards '/data/cc3m/{00000..00331}.tar' --out /data/cc3m_ar
+  python -m mmjax.main --config experiments/clip_webdataset.py:array_record --workdir runs/cc3m_ar \\
+      --config.data.array_record_dir=/data/cc3m_ar --config.data.array_record_val_dir=/data/cc3m_val_ar
 
 Keys (mmjax/data/webdataset.py): data.shards, data.val_shards (retrieval eval; evals.names='' without one),
 data.shuffle_buffer, data.resampled, data.shard_weights, data.num_workers (grain worker processes, each reading its
@@ -18,10 +22,13 @@ the workdir). Add zero-shot with --config.evals.zero_shot_data=cifar10_test or =
 Sized like clip_flickr8k (64 px, small towers) for a CPU; on accelerators raise image_size, the towers and steps.
 """
 from mmjax import config as config_lib
-from mmjax.data import fake_shards
+from mmjax.data import builders, fake_shards
+
+SOURCES = ("webdataset", "array_record")     # the config argument's optional first word
 
 
 def get_config(arg: str | None = None):
+  source, arg = config_lib.split_method_arg(arg, SOURCES, "webdataset")
   arg = config_lib.parse_arg(arg)
   c = config_lib.base_config()
   c.objective = "clip"
@@ -66,4 +73,22 @@ def get_config(arg: str | None = None):
     c.model.vision = dict(image_size=32, patch_size=8, width=32, depth=1, num_heads=2, mlp_ratio=2.0, pool="cls")
     c.model.text = dict(vocab_size=512, context_length=32, width=32, depth=1, num_heads=2, mlp_ratio=2.0)
     c.evals.num_examples = 8
+  if source == "array_record":
+    to_array_record(c, runlocal=arg.runlocal)
   return c
+
+
+def to_array_record(c, runlocal: bool) -> None:
+  """data.name = "array_record" (mmjax/data/array_record_source.py) in place of the webdataset keys; runlocal: the
+  generated shards converted once (mmjax/data/convert.py)."""
+  train, val = c.data.shards, c.data.val_shards
+  for key in ("shards", "val_shards", "shuffle_buffer", "resampled", "shard_weights", "max_bad_fraction"):
+    del c.data[key]
+  c.data.name, c.data.array_record_dir, c.data.array_record_val_dir = "array_record", "", ""
+  if runlocal:
+    from mmjax.data import convert
+    root = fake_shards.default_dir("webdataset_colours_array_record")
+    with builders.file_lock(root / ".lock"):
+      for split, pattern in (("train", train), ("val", val)):
+        convert.convert(*convert.webdataset_units(pattern, True), str(root / split), progress=False)
+    c.data.array_record_dir, c.data.array_record_val_dir = str(root / "train"), str(root / "val")

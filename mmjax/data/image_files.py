@@ -6,12 +6,16 @@ source can skip and count it (`data.skip_bad`) or stop with one line that names 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image
 
 # File name extensions read as images, in open_clip's order of preference (`image="jpg;png;jpeg;webp"`).
 IMAGE_EXTS = ("jpg", "png", "jpeg", "webp")
+
+
+_ADDRESS = re.compile(r" <[^<>]* at 0x[0-9a-fA-F]+>")   # PIL's "cannot identify image file <_io.BytesIO object at 0x..>"
 
 
 class BadImage(ValueError):
@@ -27,8 +31,8 @@ def decode_image(data: bytes, where: str) -> np.ndarray:
         im = im.convert("RGB")
       return np.asarray(im)
   except Exception as e:  # PIL raises many types on truncated or garbage data
-    raise BadImage(f"{where}: corrupt or unreadable image ({type(e).__name__}: "
-                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    detail = _ADDRESS.sub("", str(e).splitlines()[0]) if str(e) else ""   # same message for the same bytes
+    raise BadImage(f"{where}: corrupt or unreadable image ({type(e).__name__}: {detail})") from None
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:

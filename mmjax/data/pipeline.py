@@ -29,6 +29,8 @@ from mmjax.data import shapes  # noqa: F401  (registers the "shapes" dataset)
 from mmjax.data import vqa_shapes  # noqa: F401  (registers "vqa_shapes")
 from mmjax.data import semi  # noqa: F401  (registers "avmnist_semi": few-label AV-MNIST)
 from mmjax.data import csv_source, image_folder, webdataset  # noqa: F401  (register "csv", "image_folder", "webdataset")
+from mmjax.data import array_record_source  # noqa: F401  (registers "array_record": mmjax-prepare convert's output)
+from mmjax.data import karpathy  # noqa: F401  (registers "karpathy": COCO / Flickr30k Karpathy-split JSON)
 from mmjax.data.tokenizer import TOKENIZER_KINDS, Tokenizer
 from mmjax.errors import MmjaxError
 from mmjax.registry import DATASETS

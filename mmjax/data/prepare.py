@@ -2,6 +2,7 @@
 
   python -m mmjax.data.prepare flickr8k [--manual_dir DIR] [--data_dir DIR] [--skip_bad]
   python -m mmjax.data.prepare all
+  mmjax-prepare convert --from webdataset|csv --shards ... | --csv_path ... --out DIR   (mmjax/data/convert.py)
 
 Idempotent (a prepared data set is left alone) and safe to interrupt (TFDS writes into an `incomplete.*`
 folder and renames it at the end). Training configs prepare their data set on first use too; this command
@@ -52,6 +53,9 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
+  if sys.argv[1:2] == ["convert"]:       # its own argparse flags (--from is no absl flag name)
+    from mmjax.data import convert
+    sys.exit(convert.main(sys.argv[2:]))
   app.run(main)
 
 

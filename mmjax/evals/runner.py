@@ -25,6 +25,8 @@ def _import_evaluators() -> None:
   import mmjax.evals.generation  # noqa: F401  (registers "generation")
   import mmjax.evals.generative_evals  # noqa: F401  (registers "mvae")
   import mmjax.evals.vqa_evals  # noqa: F401  (registers "vqa")
+  import mmjax.evals.zero_shot_suite  # noqa: F401  (registers "zero_shot_suite")
+  import mmjax.evals.retrieval_suite  # noqa: F401  (registers "retrieval_suite")
 
 
 def _names(names: str) -> list[str]:

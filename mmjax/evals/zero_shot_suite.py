@@ -1,0 +1,116 @@
+"""Evaluator "zero_shot_suite": zero-shot classification (Radford et al. 2021, Sec. 3.1.4) on standard data sets, with
+prompt templates and class names from files, reported as CLIP_benchmark reports it (acc1, acc5,
+mean_per_class_recall) and written as one CLIP_benchmark JSON per data set (evals/benchmark.py).
+
+Config keys (evals.*):
+  zs_datasets: comma-separated data sets, each optionally "name=" prefixed (the name in the results):
+    "cifar10_test" (the prepared CIFAR-10 test set, mmjax/data/builders/cifar10_test.py; CIFAR templates);
+    "image_folder:<root>" (root/<class>/*.jpg, its test split as data/image_folder.py: class names from
+    classnames.txt or the folder names; 1000 WordNet-id folders (n01440764, ...) with no classnames.txt: an ImageNet
+    val folder, named with CLIP's 1000 ImageNet class names; ImageNet templates).
+    TFDS "imagenet2012" is not read (its TFDS builder needs TensorFlow): give the val images as an image folder.
+  zs_templates: "" (the data set's default), "imagenet" (CLIP's 80), "cifar" (CLIP's 18) or a file, one per line;
+  zs_classnames: "" or a file of class names, one per line in label order (for every data set listed);
+  zs_limit: 0 (every image) or at most this many, evenly spaced over the split (so every class keeps some);
+  benchmark_model, benchmark_pretrained: the "model" / "pretrained" fields of the result files;
+  suite_image_norm: "minus_one_one" (mmjax's training scale) or "openai" (open_clip's mean/std: imported weights).
+Images: shorter side to data.image_size then the centre crop (CLIP's evaluation transform); prompts tokenized with
+the run's tokenizer at data.context_length. Results: zero_shot_suite/<name>/{acc1, acc5, mean_per_class_recall}.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import jax
+import numpy as np
+
+from mmjax.data import image_folder
+from mmjax.errors import MmjaxError
+from mmjax.evals import benchmark
+from mmjax.evals.base import EVAL_KEYS, batched_apply
+from mmjax.evals.zero_shot import build_classifier
+from mmjax.registry import EVALUATORS
+
+EVAL_KEYS["zero_shot_suite"] = {"zs_datasets": "cifar10_test", "zs_templates": "", "zs_classnames": "",
+                                "zs_limit": 0, "benchmark_model": "", "benchmark_pretrained": "",
+                                "suite_image_norm": "minus_one_one"}
+_WNID = re.compile(r"n\d{8}")
+
+
+def parse_datasets(spec: str) -> list[tuple[str, str]]:
+  """"cifar10_test, imagenet1k=image_folder:/d/val" -> [("cifar10_test", "cifar10_test"), ("imagenet1k", ...)]."""
+  out = []
+  for item in (s.strip() for s in str(spec).split(",")):
+    if not item:
+      continue
+    name, sep, what = item.partition("=")
+    if not sep or ":" in name:
+      name, what = (os.path.basename(os.path.normpath(item[len(image_folder.PREFIX):]))
+                    if item.startswith(image_folder.PREFIX) else item), item
+    out.append((name.strip(), what.strip()))
+  if not out:
+    raise MmjaxError("evals.zs_datasets is empty; give e.g. 'cifar10_test' or 'image_folder:/data/imagenet'")
+  return out
+
+
+class _Classification:
+  """A data set: len, image(i) -> uint8 [H, W, 3], labels int [N], classnames, default template spec."""
+
+  def __init__(self, ctx, what: str):
+    cfg = ctx.config
+    if what.startswith(image_folder.PREFIX):
+      src = image_folder.ImageFolderSource(what[len(image_folder.PREFIX):], "test")
+      self.labels = np.asarray([label for _, label in src.files])
+      self.classnames = src.classnames
+      if (len(src.classes) == 1000 and all(_WNID.fullmatch(c) for c in src.classes)
+          and src.classnames == src.classes):
+        self.classnames = benchmark.imagenet_classnames()
+      self.image, self.default_templates = (lambda i: src[i]["image"]), "imagenet"
+    elif what == "cifar10_test":
+      import ml_collections
+      from mmjax.data import image_text
+      b = image_text.prepared(ml_collections.ConfigDict(dict(
+          name=what, data_dir=cfg.data.get("data_dir", ""), fake_raw=cfg.data.get("fake_raw", 0))))
+      src = b.as_data_source("test")
+      self.labels = np.asarray([int(src[i]["label"]) for i in range(len(src))])
+      self.classnames = list(b.info.features["label"].names)
+      self.image, self.default_templates = (lambda i: src[i]["image"]), "cifar"
+    else:
+      raise MmjaxError(f"evals.zs_datasets: {what!r} is not a zero-shot data set; use 'cifar10_test' or "
+                       f"'image_folder:<root>' (an ImageNet val folder too; TFDS imagenet2012 is not read)")
+
+
+def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
+  cfg, model = ctx.config, ctx.model
+  data = _Classification(ctx, what)
+  classnames = (benchmark.read_lines(cfg.evals.zs_classnames, "class name (evals.zs_classnames)")
+                if cfg.evals.get("zs_classnames", "") else data.classnames)
+  if len(classnames) <= int(data.labels.max()):
+    raise MmjaxError(f"evals.zs_classnames gives {len(classnames)} class names, but {what} has labels up to "
+                     f"{int(data.labels.max())}; give one name per class, in label order")
+  tmpl = benchmark.templates(cfg.evals.get("zs_templates", "") or data.default_templates)
+  n, limit = len(data.labels), int(cfg.evals.get("zs_limit", 0))
+  index = np.unique(np.linspace(0, n - 1, limit).astype(int)) if 0 < limit < n else np.arange(n)
+  bs, size = int(cfg.evals.batch_size), int(cfg.data.image_size)
+  enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
+  enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
+  img = benchmark.encode_images(enc_img, params, lambda i: benchmark.center_crop_resize(data.image(index[i]), size),
+                                len(index), min(bs, len(index)), cfg.evals.get("suite_image_norm", "minus_one_one"))
+  context_length = int(cfg.data.context_length)
+  classifier = build_classifier(lambda t: batched_apply(enc_txt, params, np.asarray(t), min(bs, len(t))),
+                                lambda texts: ctx.tokenizer.encode(list(texts), context_length),
+                                list(classnames), tmpl, batch_size=bs)
+  metrics = benchmark.classification_metrics(img @ np.asarray(classifier, np.float32).T, data.labels[index])
+  model_name, pretrained = benchmark.model_names(ctx)
+  benchmark.write_clip_benchmark(ctx.workdir, dataset=name, model=model_name, pretrained=pretrained,
+                                 task="zeroshot_classification", metrics=metrics)
+  return {f"zero_shot_suite/{name}/{k}": v for k, v in metrics.items()}
+
+
+@EVALUATORS.register("zero_shot_suite")
+def zero_shot_suite(params, ctx) -> dict[str, float]:
+  results: dict[str, float] = {}
+  for name, what in parse_datasets(ctx.config.evals.get("zs_datasets", "cifar10_test")):
+    results.update(evaluate(params, ctx, name, what))
+  return results
