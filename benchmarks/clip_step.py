@@ -4,7 +4,7 @@
   python benchmarks/clip_step.py --preset vit_b16 --dtype bfloat16 [--remat dots] --batch 256   (GPU/TPU)
   python benchmarks/clip_step.py --patch_dropout 0.5      (FLIP: the masked and the unmasked step, same process)
 
-Presets: "anchor" (below) and "vit_b16", OpenCLIP's ViT-B-16 (image 224, patch 16, width 768, 12 layers, 12 heads;
+Presets: "anchor" (below), "vit_b32" (OpenCLIP's ViT-B-32: patch 32, else as B/16) and "vit_b16", OpenCLIP's ViT-B-16 (image 224, patch 16, width 768, 12 layers, 12 heads;
 text 77 tokens, vocab 49408, width 512, 12 layers, 8 heads; embed 512; 149,620,737 parameters). --dtype sets the
 compute dtype (parameters stay float32) and the dtype of the peak matmul; --remat the per-block remat policy;
 --allocator the malloc the process re-executes itself with (default: tcmalloc or jemalloc when installed, as
@@ -59,10 +59,12 @@ VIT_B16 = dict(
     name="clip", embed_dim=512,
     vision=dict(image_size=224, patch_size=16, width=768, depth=12, num_heads=12, mlp_ratio=4.0, pool="cls"),
     text=dict(vocab_size=49408, context_length=77, width=512, depth=12, num_heads=8, mlp_ratio=4.0))
+VIT_B32 = dict(VIT_B16, vision=dict(VIT_B16["vision"], patch_size=32))   # OpenCLIP's ViT-B-32 (151,277,313 params)
 MODEL = dict(
     name="clip", embed_dim=256,
     vision=dict(image_size=64, patch_size=8, width=256, depth=4, num_heads=4, mlp_ratio=4.0, pool="cls"),
     text=dict(vocab_size=1024, context_length=32, width=256, depth=4, num_heads=4, mlp_ratio=4.0))
+PRESETS = {"anchor": MODEL, "vit_b16": VIT_B16, "vit_b32": VIT_B32}
 OPTIM = dict(name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.1, warmup_steps=0,
              schedule="constant", end_lr_factor=1.0, clip_grad_norm=0.0,
              no_decay_regex=r"(bias|scale|logit_scale|logit_bias)$")
@@ -142,7 +144,7 @@ def main() -> None:
   ap.add_argument("--batch", type=int, default=64)
   ap.add_argument("--steps", type=int, default=20)
   ap.add_argument("--warmup", type=int, default=3)
-  ap.add_argument("--preset", choices=("anchor", "vit_b16"), default="anchor")
+  ap.add_argument("--preset", choices=tuple(PRESETS), default="anchor")
   ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   ap.add_argument("--remat", choices=("none", "full", "dots", "dots_no_batch"), default="none")
   ap.add_argument("--allocator", default="auto",
@@ -156,8 +158,7 @@ def main() -> None:
   ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds with --patch_dropout")
   args = ap.parse_args()
 
-  model_cfg = ml_collections.ConfigDict(dict(MODEL if args.preset == "anchor" else VIT_B16, dtype=args.dtype,
-                                             remat=args.remat))
+  model_cfg = ml_collections.ConfigDict(dict(PRESETS[args.preset], dtype=args.dtype, remat=args.remat))
   if args.last_block_pooled_only:
     model_cfg.vision.last_block_pooled_only = model_cfg.text.last_block_pooled_only = True
   if args.patch_dropout > 0:

@@ -115,11 +115,13 @@ def run_one(method: str, batch: int, chunk_size: int, repeats: int = 3) -> dict:
     best = min(best, time.perf_counter() - t0)
   loss = float(out[0])
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0          # KiB on Linux
+  stats = devices[0].memory_stats() or {}                                     # accelerators: device memory
   return {"method": method, "batch": batch, "dim": DIM, "devices": len(devices),
           **({"chunk_size": chunk_size} if method not in ("clip_naive", "siglip_naive") else {}),
           "peak_rss_mib": round(peak, 1), "baseline_rss_mib": round(baseline, 1),
           "rss_over_baseline_mib": round(peak - baseline, 1), "ms": round(best * 1e3, 2),
-          "loss": round(loss, 6)}
+          "loss": round(loss, 6), "backend": jax.default_backend(),
+          **({"device_peak_mib": round(stats["peak_bytes_in_use"] / 2**20, 1)} if "peak_bytes_in_use" in stats else {})}
 
 
 def _vmrss_kib(pid: int) -> int:
@@ -136,8 +138,9 @@ def _vmrss_kib(pid: int) -> int:
 def spawn(method: str, batch: int, args) -> dict:
   """Parent: runs one child, polling its RSS; -> its JSON result or an error line."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}").strip()
-  env["JAX_PLATFORMS"] = "cpu"
+  if args.backend == "cpu":   # 8 simulated devices on the host; "native": the machine's own devices (a GPU/TPU)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}").strip()
+    env["JAX_PLATFORMS"] = "cpu"
   cmd = [sys.executable, os.path.abspath(__file__), "--one", f"method={method}", f"batch={batch}",
          "--chunk_size", str(args.chunk_size), "--repeats", str(args.repeats)]
   base = {"method": method, "batch": batch, "dim": DIM, "devices": DEVICES}
@@ -175,6 +178,9 @@ def main() -> None:
   ap.add_argument("--repeats", type=int, default=3, help="timed runs after the first (best is reported)")
   ap.add_argument("--timeout", type=float, default=300.0, help="seconds per child")
   ap.add_argument("--max_rss_gib", type=float, default=12.0, help="kill a child whose RSS exceeds this")
+  ap.add_argument("--backend", choices=("cpu", "native"), default="cpu",
+                  help="cpu: 8 simulated host devices (RSS is the memory); native: the machine's accelerators "
+                       "(device_peak_mib from memory_stats)")
   ap.add_argument("--one", nargs=2, metavar=("method=M", "batch=B"), help=argparse.SUPPRESS)
   args = ap.parse_args()
 
