@@ -1,6 +1,7 @@
 """Fault injection: SIGKILL the training job at random points (a train step, the middle of a checkpoint commit,
 between a commit and its manifest, the middle of an evaluation), restart it each time, and check that the final
-parameters are bitwise identical to those of an uninterrupted run. 3 kills by default, 20 in the slow suite.
+parameters are bitwise identical to those of an uninterrupted run. 3 kills by default, 10 in the slow suite (which
+also checks that its kills hit all four phases).
 
 The kill points are drawn with a seeded RNG (the seed is in the test id); each one lies after the step the
 restarted job resumes from, so every drawn kill really happens (the test checks the exit status of each).
@@ -59,7 +60,7 @@ def reference(tmp_path_factory):
   return dict(np.load(d / "params.npz")), env
 
 
-def _run_with_kills(tmp_path, reference, kills: int, seed: int):
+def _run_with_kills(tmp_path, reference, kills: int, seed: int, all_phases: bool = False):
   ref, env = reference
   rng = random.Random(seed)
   wd, log = tmp_path / "wd", []
@@ -69,6 +70,8 @@ def _run_with_kills(tmp_path, reference, kills: int, seed: int):
     log.append(f"{spec} (resumed from {_resume_step(wd)})")
     assert proc.returncode == -signal.SIGKILL, (
         f"kill {spec} did not happen (exit {proc.returncode}); kills so far: {log}\n{proc.stderr[-3000:]}")
+  if all_phases:
+    assert {entry.split(":")[0] for entry in log} == {"train", "commit", "saved", "eval"}, log
   _driver(wd, "--dump", str(tmp_path / "params.npz"), env=env)
   got = dict(np.load(tmp_path / "params.npz"))
   assert got.keys() == ref.keys()
@@ -81,7 +84,9 @@ def test_three_random_kills_give_bitwise_identical_parameters(tmp_path, referenc
   _run_with_kills(tmp_path, reference, kills=3, seed=seed)
 
 
+# 10 kills (was 20: each kill is a fresh job start, ~7 s on 2 quiet cores, and the property is the same: a chain of
+# restarts at random points ends bitwise equal); the seed's draws cover every phase, which the test checks.
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1])
-def test_twenty_random_kills_give_bitwise_identical_parameters(tmp_path, reference, seed):
-  _run_with_kills(tmp_path, reference, kills=20, seed=seed)
+def test_ten_random_kills_give_bitwise_identical_parameters(tmp_path, reference, seed):
+  _run_with_kills(tmp_path, reference, kills=10, seed=seed, all_phases=True)
