@@ -128,7 +128,9 @@ def pytest_collection_modifyitems(config, items):
     # tmp_path, would otherwise put whole modules (all of test_experiments' config runs) on one worker.
     if any(d and d[-1].scope in ("module", "session") and d[-1].baseid for d in defs.values()):
       item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-      units.setdefault("group:" + item.module.__name__, []).append(item)
+    group = item.get_closest_marker("xdist_group")           # that one, or a module's own
+    if group is not None:
+      units.setdefault("group:" + (group.args[0] if group.args else group.kwargs.get("name", "")), []).append(item)
     else:
       units.setdefault(item.nodeid, []).append(item)
   cost = {u: sum(_estimate(i.nodeid) for i in unit) for u, unit in units.items()}

@@ -15,7 +15,9 @@ import pytest
 from conftest import DRIVER, ROOT, read_jsonl, run_driver
 
 CONFIG = os.path.join(ROOT, "experiments", "clip_shapes.py") + ":runlocal"
-pytestmark = pytest.mark.slow
+# One after the other on one xdist worker: each test runs 2-3 jobs at once with gloo collectives between them, and
+# both together on the 2 cores would starve them.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_multihost")]
 
 
 def _port() -> int:
