@@ -33,6 +33,52 @@ def run_driver(*args: str, devices: int = 1, check: bool = True, env: dict | Non
   return proc
 
 
+class DriverServer:
+  """`tests/driver.py --serve` in one process with `devices` simulated CPU devices: `run(*args)` is run_driver's
+  job as a forked child (a fresh process that has not run anything, minus the imports). For tests that start
+  many short jobs with one environment. Use as a context manager."""
+
+  def __init__(self, log_dir: str, devices: int = 1, env: dict | None = None):
+    full_env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                    JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **(env or {}))
+    self.log_dir, self.count = log_dir, 0
+    self.proc = subprocess.Popen([sys.executable, DRIVER, "--serve"], env=full_env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+  def run(self, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    import select
+    self.count += 1
+    log = os.path.join(self.log_dir, f"driver_job_{self.count}.log")
+    self.proc.stdin.write(json.dumps({"args": list(args), "log": log}) + "\n")
+    self.proc.stdin.flush()
+    reply = None
+    while reply is None:
+      if not select.select([self.proc.stdout], [], [], timeout)[0]:
+        raise AssertionError(f"driver job {args} did not finish within {timeout} s")
+      line = self.proc.stdout.readline()
+      if not line:
+        raise AssertionError(f"the driver server died (exit {self.proc.wait()}):\n{self.proc.stderr.read()[-5000:]}")
+      if line.startswith('{"returncode"'):
+        reply = json.loads(line)
+    with open(log) as f:
+      output = f.read()
+    proc = subprocess.CompletedProcess(args, reply["returncode"], stdout=output, stderr=output)
+    if check and proc.returncode != 0:
+      raise AssertionError(f"driver job {args} exited {proc.returncode}:\n{output[-5000:]}")
+    return proc
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.proc.stdin.close()
+    try:
+      self.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      self.proc.wait()
+
+
 CLIP_RUNLOCAL = "experiments/clip_shapes.py:runlocal"
 # Three steps of the demo model at batch 16, no checkpoint and no evaluation: the run every "same result on 1 and on 8
 # devices" test compares against.
