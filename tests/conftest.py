@@ -33,6 +33,52 @@ def run_driver(*args: str, devices: int = 1, check: bool = True, env: dict | Non
   return proc
 
 
+class DriverServer:
+  """`tests/driver.py --serve` in one process with `devices` simulated CPU devices: `run(*args)` is run_driver's
+  job as a forked child (a fresh process that has not run anything, minus the imports). For tests that start
+  many short jobs with one environment. Use as a context manager."""
+
+  def __init__(self, log_dir: str, devices: int = 1, env: dict | None = None):
+    full_env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                    JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **(env or {}))
+    self.log_dir, self.count = log_dir, 0
+    self.proc = subprocess.Popen([sys.executable, DRIVER, "--serve"], env=full_env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+  def run(self, *args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    import select
+    self.count += 1
+    log = os.path.join(self.log_dir, f"driver_job_{self.count}.log")
+    self.proc.stdin.write(json.dumps({"args": list(args), "log": log}) + "\n")
+    self.proc.stdin.flush()
+    reply = None
+    while reply is None:
+      if not select.select([self.proc.stdout], [], [], timeout)[0]:
+        raise AssertionError(f"driver job {args} did not finish within {timeout} s")
+      line = self.proc.stdout.readline()
+      if not line:
+        raise AssertionError(f"the driver server died (exit {self.proc.wait()}):\n{self.proc.stderr.read()[-5000:]}")
+      if line.startswith('{"returncode"'):
+        reply = json.loads(line)
+    with open(log) as f:
+      output = f.read()
+    proc = subprocess.CompletedProcess(args, reply["returncode"], stdout=output, stderr=output)
+    if check and proc.returncode != 0:
+      raise AssertionError(f"driver job {args} exited {proc.returncode}:\n{output[-5000:]}")
+    return proc
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.proc.stdin.close()
+    try:
+      self.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      self.proc.wait()
+
+
 CLIP_RUNLOCAL = "experiments/clip_shapes.py:runlocal"
 # Three steps of the demo model at batch 16, no checkpoint and no evaluation: the run every "same result on 1 and on 8
 # devices" test compares against.
@@ -66,14 +112,75 @@ def clip_config_path():
   return os.path.join(ROOT, "experiments", "clip_shapes.py")
 
 
+# Rough seconds of the slowest tests on 2 quiet cores (from `--durations`), by node id prefix; only for the order
+# below, so a stale or missing entry costs balance, never correctness. Unlisted tests count 1 s.
+SLOW_TESTS = {
+    "tests/faults/test_random_kills.py::test_ten_random_kills": 22,
+    "tests/faults/test_random_kills.py::test_three_random_kills": 28,
+    "tests/test_multihost.py::test_two_processes": 72,
+    "tests/test_multihost.py::test_sigterm_to_one_process": 54,
+    "tests/test_experiments.py::test_config_runs[m3ae_shapes.py]": 50,
+    "tests/test_experiments.py::test_config_runs[mvae_shapes.py]": 58,
+    "tests/test_experiments.py::test_config_runs[mae_shapes.py]": 42,
+    "tests/test_experiments.py::test_config_runs[t2i_shapes.py]": 47,
+    "tests/test_experiments.py::test_config_runs[m3ae_flickr8k.py]": 35,
+    "tests/test_experiments.py::test_config_runs[rl_shapes_world.py]": 38,
+    "tests/test_experiments.py::test_config_runs[distill_clip_shapes.py]": 32,
+    "tests/test_experiments.py::test_config_runs[clip_flickr8k.py]": 29,
+    "tests/test_experiments.py::test_config_runs[mae_flickr8k.py]": 18,
+    "tests/test_experiments.py::test_config_runs[caption_shapes.py]": 24,
+    "tests/test_experiments.py::test_config_runs[siglip_shapes.py]": 23,
+    "tests/test_experiments.py::test_config_runs[caption_flickr8k.py]": 23,
+    "tests/test_experiments.py::test_config_runs[clip_shapes.py]": 21,
+    "tests/test_experiments.py::test_config_runs[vqa_shapes.py]": 20,
+    "tests/test_experiments.py::test_config_runs[distill_avmnist.py]": 15,
+    "tests/test_experiments.py::test_config_runs[siglip_flickr8k.py]": 14,
+    "tests/test_experiments.py::test_config_runs[mctn_mosi.py]": 13,
+    "tests/test_fusion.py::test_same_values_and_gradients_on_1_and_8_devices": 47,
+    "tests/test_m3ae.py::test_one_vs_eight_devices": 38,
+    "tests/test_fusion_loop.py::test_mosi_one_vs_eight_devices": 38,
+    "tests/test_contrastive_sharded.py::test_sharded_losses_match_naive": 23,
+    "tests/test_train_loop.py::test_one_vs_eight_devices": 21,
+    "tests/test_scale.py::test_bf16_training_tracks_float32": 25,
+    "tests/test_scale.py::test_fsdp_equals_replicated": 19,
+    "tests/test_scale.py::test_remat_policies": 17,
+    "tests/test_distill.py::test_clip_feature_distillation_from_an_open_clip": 21,
+    "tests/test_pruned_block.py::test_clip_embeddings_and_gradients_equal_the_full_model": 16,
+    "tests/test_mvae.py::test_elbo_terms_recomputed": 20,
+    "tests/test_text_to_image.py::test_judge_learns_real_shapes": 19,
+    "tests/test_text_to_image.py::test_unet_backbone": 15,
+    "tests/test_preemption.py::test_sigterm_saves_checkpoint": 19,
+    "tests/test_rl_ppo.py::test_one_update_runs": 15,
+    "tests/test_flickr8k.py::test_real_full_split_sizes": 15,
+}
+
+
+def _estimate(nodeid: str) -> float:
+  return max((s for prefix, s in SLOW_TESTS.items() if nodeid.startswith(prefix)), default=1.0)
+
+
 def pytest_collection_modifyitems(config, items):
   """With `-n 2 --dist loadgroup` (the Makefile), tests spread over both workers one by one, except that the tests
-  of a module using a module- or session-scoped fixture stay on one worker (the fixture is then built once)."""
+  of a module using a module- or session-scoped fixture of its own (or of this conftest) stay on one worker (the
+  fixture is then built once).
+
+  Work units (a test, or such a module's group) run longest first: xdist hands them out in this order as workers
+  free up, so the long ones are not left for the end with one worker idle (the order within a unit is kept)."""
+  units: dict[str, list] = {}
   for item in items:
     defs = getattr(item, "_fixtureinfo", None)
     defs = defs.name2fixturedefs if defs is not None else {}
-    if any(d and d[-1].scope in ("module", "session") for d in defs.values()):
+    # Only this suite's own fixtures (baseid "tests..."): pytest's session-scoped tmp_path_factory, behind every
+    # tmp_path, would otherwise put whole modules (all of test_experiments' config runs) on one worker.
+    if any(d and d[-1].scope in ("module", "session") and d[-1].baseid for d in defs.values()):
       item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    group = item.get_closest_marker("xdist_group")           # that one, or a module's own
+    if group is not None:
+      units.setdefault("group:" + (group.args[0] if group.args else group.kwargs.get("name", "")), []).append(item)
+    else:
+      units.setdefault(item.nodeid, []).append(item)
+  cost = {u: sum(_estimate(i.nodeid) for i in unit) for u, unit in units.items()}
+  items[:] = [i for u in sorted(units, key=lambda u: -cost[u]) for i in units[u]]
 
 
 def pytest_configure(config):

@@ -99,7 +99,7 @@ def install_kill(phase: str, k: int) -> None:
 loop_step = [None]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument("--config", required=True)
   ap.add_argument("--workdir", required=True)
@@ -111,7 +111,7 @@ def main() -> None:
   ap.add_argument("--coordinator", help="host:port: run as one of --num_processes processes (gloo on CPU)")
   ap.add_argument("--num_processes", type=int, default=1)
   ap.add_argument("--process_id", type=int, default=0)
-  args = ap.parse_args()
+  args = ap.parse_args(argv)
   if args.coordinator:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
@@ -156,5 +156,45 @@ def main() -> None:
   print(f"devices={jax.device_count()} step={int(trainer.state.step)}")
 
 
+def serve() -> None:
+  """`driver.py --serve`: a fork server for tests that start many short jobs with the same environment (the fault
+  tests' restarts). Reads one JSON request a line on stdin, {"args": [driver arguments], "log": path}; forks a
+  child that runs main(args) as a fresh job (this process has imported everything but never started a JAX backend,
+  so every child starts its own) with stdout and stderr to `log`; answers {"returncode": ...} as subprocess does
+  (negative: killed by that signal). Saves each job the ~4 s of imports."""
+  import json
+  import traceback
+  from jax._src import xla_bridge
+  assert not xla_bridge._backends, "the fork server must not start a JAX backend before forking"
+  for line in sys.stdin:
+    request = json.loads(line)
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:                                        # the job
+      code = 1
+      try:
+        fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        sys.stdin = open(os.devnull)
+        main(request["args"])
+        code = 0
+      except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+      except BaseException:                             # noqa: B036 (reported in the log, exit 1)
+        traceback.print_exc()
+      finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    rc = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    print(json.dumps({"returncode": rc}), flush=True)
+
+
 if __name__ == "__main__":
-  main()
+  if sys.argv[1:] == ["--serve"]:
+    serve()
+  else:
+    main()

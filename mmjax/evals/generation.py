@@ -58,9 +58,9 @@ def train_judge(images: np.ndarray, shape: np.ndarray, colour: np.ndarray, *, st
   """Fits a Judge on images [N, H, W, 3] with int labels [N] -> (module, params)."""
   judge = Judge()
   rng = jax.random.PRNGKey(seed)
-  params = judge.init(rng, jnp.asarray(images[:1]))["params"]
+  params = jax.jit(judge.init)(rng, jnp.asarray(images[:1]))["params"]   # jitted: eager, ~100 op-by-op compiles
   tx = optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1)))
-  opt = tx.init(params)
+  opt = jax.jit(tx.init)(params)
 
   @jax.jit
   def step(params, opt, x, ys, yc):

@@ -1,6 +1,7 @@
 """Fault injection: SIGKILL the training job at random points (a train step, the middle of a checkpoint commit,
 between a commit and its manifest, the middle of an evaluation), restart it each time, and check that the final
-parameters are bitwise identical to those of an uninterrupted run. 3 kills by default, 20 in the slow suite.
+parameters are bitwise identical to those of an uninterrupted run. 3 kills by default, 10 in the slow suite (which
+also checks that its kills hit all four phases).
 
 The kill points are drawn with a seeded RNG (the seed is in the test id); each one lies after the step the
 restarted job resumes from, so every drawn kill really happens (the test checks the exit status of each).
@@ -14,7 +15,7 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_driver
+from conftest import ROOT, DriverServer, run_driver
 
 CONFIG = os.path.join(ROOT, "experiments", "clip_shapes.py") + ":runlocal"
 TOTAL, CKPT_EVERY, EVAL_EVERY = 16, 2, 4
@@ -22,11 +23,15 @@ SETTINGS = [f"total_steps={TOTAL}", f"checkpoint_every={CKPT_EVERY}", f"eval_eve
             "keep_checkpoints=2"]
 
 
-def _driver(workdir, *extra, check=True, env=None):
+def _args(workdir, *extra):
   args = ["--config", CONFIG, "--workdir", str(workdir), *extra]
   for s in SETTINGS:
     args += ["--set", s]
-  return run_driver(*args, check=check, env=env, timeout=600)
+  return args
+
+
+def _driver(workdir, *extra, check=True, env=None):
+  return run_driver(*_args(workdir, *extra), check=check, env=env, timeout=600)
 
 
 def _resume_step(workdir) -> int:
@@ -59,17 +64,23 @@ def reference(tmp_path_factory):
   return dict(np.load(d / "params.npz")), env
 
 
-def _run_with_kills(tmp_path, reference, kills: int, seed: int):
+def _run_with_kills(tmp_path, reference, kills: int, seed: int, all_phases: bool = False):
   ref, env = reference
   rng = random.Random(seed)
   wd, log = tmp_path / "wd", []
-  for _ in range(kills):
-    spec = _draw(rng, _resume_step(wd))
-    proc = _driver(wd, "--kill_at", spec, check=False, env=env)
-    log.append(f"{spec} (resumed from {_resume_step(wd)})")
-    assert proc.returncode == -signal.SIGKILL, (
-        f"kill {spec} did not happen (exit {proc.returncode}); kills so far: {log}\n{proc.stderr[-3000:]}")
-  _driver(wd, "--dump", str(tmp_path / "params.npz"), env=env)
+  # The killed and restarted jobs are forked from one process that has imported everything (DriverServer): each
+  # is still a fresh process (own JAX backend, nothing run before), without ~4 s of imports. The reference is a
+  # plain process, so the bitwise comparison also covers the two ways of starting a job.
+  with DriverServer(str(tmp_path), env=env) as server:
+    for _ in range(kills):
+      spec = _draw(rng, _resume_step(wd))
+      proc = server.run(*_args(wd, "--kill_at", spec), check=False, timeout=600)
+      log.append(f"{spec} (resumed from {_resume_step(wd)})")
+      assert proc.returncode == -signal.SIGKILL, (
+          f"kill {spec} did not happen (exit {proc.returncode}); kills so far: {log}\n{proc.stderr[-3000:]}")
+    if all_phases:
+      assert {entry.split(":")[0] for entry in log} == {"train", "commit", "saved", "eval"}, log
+    server.run(*_args(wd, "--dump", str(tmp_path / "params.npz")), timeout=600)
   got = dict(np.load(tmp_path / "params.npz"))
   assert got.keys() == ref.keys()
   differ = [k for k in ref if not np.array_equal(ref[k], got[k])]
@@ -81,7 +92,9 @@ def test_three_random_kills_give_bitwise_identical_parameters(tmp_path, referenc
   _run_with_kills(tmp_path, reference, kills=3, seed=seed)
 
 
+# 10 kills (was 20: each kill is a fresh job start, ~7 s on 2 quiet cores, and the property is the same: a chain of
+# restarts at random points ends bitwise equal); the seed's draws cover every phase, which the test checks.
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1])
-def test_twenty_random_kills_give_bitwise_identical_parameters(tmp_path, reference, seed):
-  _run_with_kills(tmp_path, reference, kills=20, seed=seed)
+def test_ten_random_kills_give_bitwise_identical_parameters(tmp_path, reference, seed):
+  _run_with_kills(tmp_path, reference, kills=10, seed=seed, all_phases=True)
