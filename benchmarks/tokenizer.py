@@ -3,7 +3,7 @@
   PYTHON benchmarks/tokenizer.py [--n 20000 --core 0 --repeats 3]
 
 PYTHON: one with torch + open_clip_torch 3.3.0 and mmjax's text dependencies (ftfy, regex, tokenizers, numpy); on this
-workplace `PYTHONPATH=/work/main/.venv/lib/python3.11/site-packages /work/venv-oc/bin/python` (venv-oc lacks
+workplace `PYTHONPATH=.venv/lib/python3.11/site-packages .venv-openclip/bin/python` (.venv-openclip lacks
 `tokenizers`; both have numpy 2.4.6 and open_clip 3.3.0). Without torch + open_clip only mmjax's numbers are printed.
 
 Captions: the first N of Flickr8k (`../shared/data/flickr8k/Flickr8k.token.txt` or $MMJAX_RAW_DATA/flickr8k), else
@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 
 def captions(n: int) -> tuple[list[str], str]:
   raw = os.environ.get("MMJAX_RAW_DATA", os.path.join(ROOT, "..", "shared", "data"))
-  for path in (os.path.join(raw, "flickr8k", "Flickr8k.token.txt"), "/work/shared/data/flickr8k/Flickr8k.token.txt"):
+  for path in (os.path.join(raw, "flickr8k", "Flickr8k.token.txt"),):
     try:
       with open(path, encoding="utf-8") as f:
         caps = [line.split("\t", 1)[1].strip() for line in f if "\t" in line]

@@ -17,7 +17,18 @@ from mmjax.evals import benchmark, retrieval_suite, zero_shot_suite
 from mmjax.evals.base import EvalContext
 from mmjax.errors import MmjaxError
 
-OPEN_CLIP_META = "/work/venv-oc/lib/python3.11/site-packages/open_clip/zero_shot_metadata.py"
+
+
+def _open_clip_metadata_file() -> str | None:
+  """open_clip's zero_shot_metadata.py in the installed open_clip_torch (make install adds it with --no-deps),
+  located without importing open_clip (which needs torch)."""
+  spec = importlib.util.find_spec("open_clip")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  path = os.path.join(list(spec.submodule_search_locations)[0], "zero_shot_metadata.py")
+  return path if os.path.isfile(path) else None
+
+
 SIZE, L, V, D = 6, 48, 97, 16
 
 
@@ -92,9 +103,10 @@ def test_packaged_prompts_equal_open_clips_lists():
   imagenet, cifar = benchmark.templates("imagenet"), benchmark.templates("cifar")
   assert len(imagenet) == 80 and len(cifar) == 18 and len(benchmark.imagenet_classnames()) == 1000
   assert cifar[0] == "a photo of a {}." and cifar[-1] == "a photo of the big {}."
-  if not os.path.isfile(OPEN_CLIP_META):
-    pytest.skip(f"open_clip_torch's zero_shot_metadata.py is not installed at {OPEN_CLIP_META}")
-  spec = importlib.util.spec_from_file_location("zero_shot_metadata", OPEN_CLIP_META)
+  meta_file = _open_clip_metadata_file()
+  if meta_file is None:
+    pytest.skip("open_clip_torch is not installed (make install adds it: pip install --no-deps open_clip_torch)")
+  spec = importlib.util.spec_from_file_location("zero_shot_metadata", meta_file)
   meta = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(meta)
   assert [t.format("X") for t in imagenet] == [f("X") for f in meta.OPENAI_IMAGENET_TEMPLATES]
@@ -247,7 +259,7 @@ def test_karpathy_source_splits_and_the_run_data_fallback(karpathy_files, tmp_pa
 
 
 def test_center_crop_resize_equals_torchvision_when_installed():
-  T = pytest.importorskip("torchvision.transforms", reason="torchvision (the /work/venv-oc reference) not installed")
+  T = pytest.importorskip("torchvision.transforms", reason="torchvision is not installed (it comes with pip install 'mmjax[torch]')")
   for h, w, size in [(9, 14, 6), (14, 9, 6), (33, 20, 8), (5, 11, 8), (224, 300, 32)]:
     a = np.random.default_rng(h + w).integers(0, 255, (h, w, 3), dtype=np.uint8)
     tv = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
