@@ -12,13 +12,12 @@ record is served instead (logged).
 """
 from __future__ import annotations
 
-import logging
 import os
 
 import grain
 
 from mmjax.data import DatasetEntry, image_text
-from mmjax.data.image_files import BadImage, decode_image
+from mmjax.data.image_files import decode_image, first_readable
 from mmjax.data.record_format import MANIFEST, decode_record, read_manifest
 from mmjax.errors import MmjaxError
 from mmjax.registry import DATASETS
@@ -66,15 +65,9 @@ class ArrayRecordImageText:
             "captions": [meta["caption"]]}
 
   def __getitem__(self, index: int) -> dict:
-    index = int(index)
-    for i in range(len(self) if self.skip_bad else 1):
-      try:
-        return self._load((index + i) % len(self))
-      except BadImage as e:
-        if not self.skip_bad:
-          raise MmjaxError(f"{e}; set data.skip_bad=True to serve the next readable record instead") from None
-        logging.warning("mmjax: skipping a bad image: %s", e)
-    raise MmjaxError(f"{self.directory}: no record has a readable image")
+    return first_readable(self._load, int(index), len(self), self.skip_bad,
+                          "set data.skip_bad=True to serve the next readable record instead",
+                          f"{self.directory}: no record has a readable image")
 
   def __repr__(self) -> str:
     return f"ArrayRecordImageText({self.directory!r}, {len(self)} records in {len(self.paths)} shards)"

@@ -16,11 +16,10 @@ raises one line naming the row and path; with skip_bad the next readable row is 
 from __future__ import annotations
 
 import csv
-import logging
 import os
 
 from mmjax.data import DatasetEntry, image_text
-from mmjax.data.image_files import BadImage, decode_image
+from mmjax.data.image_files import BadImage, decode_image, first_readable
 from mmjax.errors import MmjaxError
 from mmjax.registry import DATASETS
 
@@ -78,15 +77,9 @@ class CsvSource:
     return {"image": decode_image(data, where), "captions": [caption]}
 
   def __getitem__(self, index: int) -> dict:
-    index = int(index)
-    for i in range(len(self.rows) if self.skip_bad else 1):
-      try:
-        return self._load((index + i) % len(self.rows))
-      except BadImage as e:
-        if not self.skip_bad:
-          raise MmjaxError(f"{e}; fix it or set data.skip_bad=True to serve the next readable row instead") from None
-        logging.warning("mmjax: skipping a bad image: %s", e)
-    raise MmjaxError(f"{self.path}: no row has a readable image")
+    return first_readable(self._load, int(index), len(self.rows), self.skip_bad,
+                          "fix it or set data.skip_bad=True to serve the next readable row instead",
+                          f"{self.path}: no row has a readable image")
 
   def __repr__(self) -> str:
     return f"CsvSource({self.path!r}, {len(self.rows)} rows)"

@@ -6,10 +6,14 @@ source can skip and count it (`data.skip_bad`) or stop with one line that names 
 from __future__ import annotations
 
 import io
+import logging
 import re
+from typing import Callable
 
 import numpy as np
 from PIL import Image
+
+from mmjax.errors import MmjaxError
 
 # File name extensions read as images, in open_clip's order of preference (`image="jpg;png;jpeg;webp"`).
 IMAGE_EXTS = ("jpg", "png", "jpeg", "webp")
@@ -40,3 +44,17 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
   buf = io.BytesIO()
   Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="JPEG", quality=quality)
   return buf.getvalue()
+
+
+def first_readable(load: Callable[[int], dict], index: int, n: int, skip_bad: bool, fix: str, what: str) -> dict:
+  """load(index); with skip_bad, on a BadImage the next readable one of the n examples (wrapping around), logged.
+  Without skip_bad a BadImage raises one line ending with `fix`; none readable: "{what}" in the message."""
+  for i in range(n if skip_bad else 1):
+    try:
+      return load((index + i) % n)
+    except BadImage as e:
+      if not skip_bad:
+        raise MmjaxError(f"{e}; {fix}") from None
+      logging.warning("mmjax: skipping a bad image: %s", e)
+  raise MmjaxError(what)
+
