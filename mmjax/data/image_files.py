@@ -28,12 +28,31 @@ class BadImage(ValueError):
 
 def decode_image(data: bytes, where: str) -> np.ndarray:
   """Encoded bytes -> uint8 [H, W, 3] (any mode converted to RGB, as open_clip's `.convert("RGB")`)."""
+  return np.asarray(decode_pil(data, where)[0])
+
+
+def decode_pil(data: bytes, where: str, draft: Callable[[int, int], int] | None = None
+               ) -> tuple[Image.Image, tuple[int, int], int]:
+  """Encoded bytes -> (a loaded RGB PIL image, (H, W) of the full image, f): the image decoded at 1/f of its size
+  each way; f = 1 unless the file is a JPEG and `draft(height, width)` (of the full image) allows f in (2, 4, 8):
+  libjpeg then decodes it at that scale directly (PIL `Image.draft`: the inverse DCT at reduced size, an
+  antialiased reduction, cheaper than the full decode) and pixel (x, y) of the result covers [f x, f x + f) x
+  [f y, f y + f) of the full image; the result is ceil(W / f) x ceil(H / f). f depends on the header's size only,
+  so the same bytes always decode the same way. Keeping the PIL image (no NumPy array) saves two copies when the
+  next step is a PIL resize."""
   try:
     with Image.open(io.BytesIO(data)) as im:
+      f, full_hw = 1, (im.height, im.width)
+      if draft is not None and im.format == "JPEG":
+        want = int(draft(im.height, im.width))
+        if want > 1:
+          w, h = im.size
+          got = im.draft(im.mode, (-(-w // want), -(-h // want)))   # PIL picks the largest power of 2 <= want
+          f = int(round(w / got[1][2])) if got is not None else 1
       im.load()
       if im.mode != "RGB":
         im = im.convert("RGB")
-      return np.asarray(im)
+      return im, full_hw, f
   except Exception as e:  # PIL raises many types on truncated or garbage data
     detail = _ADDRESS.sub("", str(e).splitlines()[0]) if str(e) else ""   # same message for the same bytes
     raise BadImage(f"{where}: corrupt or unreadable image ({type(e).__name__}: {detail})") from None

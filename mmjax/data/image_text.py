@@ -54,11 +54,33 @@ def random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
   return left, top, left + w, top + h
 
 
-def resize(image: np.ndarray, size: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-  """uint8 [H, W, 3] -> uint8 [size, size, 3]: the `box` region (default: all), bicubic (antialiased)."""
-  if box is None and image.shape[0] == size and image.shape[1] == size:
-    return image
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC, box=box))
+def min_crop_side(height: int, width: int, scale: tuple[float, float]) -> float:
+  """A lower bound of the shorter side of every box `random_resized_crop_box(rng, height, width, scale)` can draw
+  (default ratio (3/4, 4/3)): a try's sides are round(sqrt(area * s * a)) and round(sqrt(area * s / a)) with
+  s >= scale[0] and a in [3/4, 4/3]; the fallback's shorter side is min(height, width)."""
+  return min(height, width, math.sqrt(scale[0] * height * width * 3 / 4) - 0.5)
+
+
+def draft_factor(height: int, width: int, size: int, scale: tuple[float, float]) -> int:
+  """The largest f in (8, 4, 2, 1) by which a height x width image may be reduced before its random-resized crop to
+  `size` (scale `scale`): every box that can be drawn still spans >= size pixels each way at 1/f, so the bicubic
+  resize from the reduced image stays a reduction (or 1:1), as from the full image (mmjax.data.image_files.decode_pil
+  decodes a JPEG at 1/f)."""
+  side = min_crop_side(height, width, scale)
+  return next((f for f in (8, 4, 2) if side / f >= size), 1)
+
+
+def resize(image, size: int, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+  """uint8 [H, W, 3] or an RGB PIL image -> uint8 [size, size, 3]: the `box` region (default: all; PIL's
+  (left, top, right, bottom), fractional allowed), bicubic (antialiased)."""
+  if isinstance(image, Image.Image):
+    if box is None and image.size == (size, size):
+      return np.asarray(image)
+  else:
+    if box is None and image.shape[0] == size and image.shape[1] == size:
+      return image
+    image = Image.fromarray(image)
+  return np.asarray(image.resize((size, size), Image.BICUBIC, box=box))
 
 
 def _text(x) -> str:
@@ -119,9 +141,16 @@ def image_text_corpus(data_cfg) -> list[str]:
 
 
 def train_transform(example: dict, rng: np.random.Generator, data_cfg) -> dict:
+  """`image` uint8 [H, W, 3] or an RGB PIL image; a streamed example may carry `full_hw` (H, W) and `reduced_by` f:
+  its image was decoded at 1/f (image_files.decode_pil), and the crop box is drawn on the full H x W, as it would be
+  without the reduction, then divided by f."""
   image = example["image"]
   scale = tuple(float(s) for s in _cfg(data_cfg, "crop_scale", (0.9, 1.0)))
-  box = random_resized_crop_box(rng, image.shape[0], image.shape[1], scale)
+  hw = example.get("full_hw") or ((image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2])
+  box = random_resized_crop_box(rng, int(hw[0]), int(hw[1]), scale)
+  f = example.get("reduced_by", 1)
+  if f != 1:
+    box = tuple(c / f for c in box)
   image = resize(image, int(data_cfg["image_size"]), box)
   if _cfg(data_cfg, "flip", False) and rng.random() < 0.5:
     image = image[:, ::-1]
