@@ -155,7 +155,7 @@ def side_mmjax(a) -> dict:
   out = _time_batches(it, a, count)
   if hasattr(it, "close"):
     it.close()
-  return dict(out, **shapes)
+  return dict(out, **shapes, jpeg_draft=bool(data.get("jpeg_draft", True)))
 
 
 # --------------------------------------------------------------------------------------------------- the driver
