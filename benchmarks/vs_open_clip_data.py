@@ -16,7 +16,8 @@ process, so worker start-up is the same for both pipelines and excluded by the w
     train_num_samples, batch_size, workers=W, seed 0, world_size 1, not resampled), the preprocess of
     `open_clip.image_transform(image_size, is_train=True)` (RandomResizedCrop scale (0.9, 1.0) bicubic, ToTensor,
     Normalize) and `open_clip.get_tokenizer("ViT-B-32")` (context 77), run with --openclip_python (torch +
-    open_clip_torch + webdataset + braceexpand; see ../shared/bench/README.md for `.venv-openclip`);
+    open_clip_torch + `webdataset<=0.2.86` (open_clip_train 3.3.0's pin; 1.x fails with KeyError 'fname') +
+    braceexpand + pandas; see ../shared/bench/README.md for `.venv-openclip`);
   - mmjax: `mmjax.data.pipeline.make_train_iterator` on data.name=webdataset (experiments/clip_webdataset.py) with
     data.num_workers=W grain worker processes, the same crop (image_size, crop_scale (0.9, 1.0), bicubic) and CLIP's
     BPE at the same context length (tokenizer.kind=clip_bpe: open_clip's ids).
