@@ -15,7 +15,8 @@ streamed from the tars with exact resume; open_clip's `--train-data` / `--val-da
 
 Keys (mmjax/data/webdataset.py): data.shards, data.val_shards (retrieval eval; evals.names='' without one),
 data.shuffle_buffer, data.resampled, data.shard_weights, data.num_workers (grain worker processes, each reading its
-own shards), data.skip_bad (on here: bad samples are skipped and counted as train/data_bad), data.max_bad_fraction.
+own shards), data.skip_bad (on here: bad samples are skipped and counted as train/data_bad), data.max_bad_fraction,
+data.jpeg_draft (default True: JPEGs >= 2x the crop are decoded reduced by libjpeg; False: open_clip's full decode).
 The BPE tokenizer is trained on the captions of the first data.corpus_examples samples (or put a tokenizer.json in
 the workdir). Add zero-shot with --config.evals.zero_shot_data=cifar10_test or =image_folder:/data/imagenet/val.
 
