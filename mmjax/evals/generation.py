@@ -24,10 +24,12 @@ import os
 
 import flax.linen as nn
 import jax
+
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mmjax import cpu_tuning
 from mmjax.errors import MmjaxError
 from mmjax.evals.base import EVAL_KEYS
 from mmjax.registry import EVALUATORS
@@ -58,7 +60,7 @@ def train_judge(images: np.ndarray, shape: np.ndarray, colour: np.ndarray, *, st
   """Fits a Judge on images [N, H, W, 3] with int labels [N] -> (module, params)."""
   judge = Judge()
   rng = jax.random.PRNGKey(seed)
-  params = jax.jit(judge.init)(rng, jnp.asarray(images[:1]))["params"]   # jitted: eager, ~100 op-by-op compiles
+  params = cpu_tuning.init_jit(judge.init)(rng, jnp.asarray(images[:1]))["params"]   # jitted: eager, ~100 op-by-op compiles
   tx = optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1)))
   opt = jax.jit(tx.init)(params)
 

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mmjax import cpu_tuning
 from mmjax.errors import MmjaxError
 from mmjax.models.clip import OPENAI_MEAN, OPENAI_STD  # noqa: F401  (re-exported)
 
@@ -262,6 +263,7 @@ def load(path_or_preset: str, *, seed: int = 0):
   context length (ids equal to open_clip.tokenize), or None when the text vocabulary is not CLIP's 49408;
   preprocess: `make_preprocess(image_size)`. Embed with `encode_image` / `encode_text` below."""
   import jax
+
   from mmjax.models import build_model
   preset, path = split_preset(path_or_preset)
   if path:
@@ -276,7 +278,7 @@ def load(path_or_preset: str, *, seed: int = 0):
     cfg["text"] = dict(cfg["text"], eot_id=None)
     model = build_model(cfg)
     v, t = cfg["vision"], cfg["text"]
-    params = jax.jit(model.init)(jax.random.PRNGKey(seed), np.zeros((1, v["image_size"], v["image_size"], 3),
+    params = cpu_tuning.init_jit(model.init)(jax.random.PRNGKey(seed), np.zeros((1, v["image_size"], v["image_size"], 3),
                                  np.float32), np.zeros((1, t["context_length"]), np.int32))["params"]
   tokenizer = None
   if cfg["text"]["vocab_size"] == 49408:

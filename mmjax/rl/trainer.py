@@ -15,6 +15,7 @@ import os
 import jax
 
 from mmjax import config as config_lib
+from mmjax import cpu_tuning
 from mmjax.errors import MmjaxError
 from mmjax.rl.config import rl_config
 from mmjax.rl.envs.shapes_world import NUM_ACTIONS, WORDS, ShapesWorld, config_from
@@ -56,7 +57,7 @@ class PPOTrainer:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: device, abstract)))
     if self.restored is None:
-      self.runner, self.start_step = jax.jit(self.algo.init)(rng), 0
+      self.runner, self.start_step = cpu_tuning.init_jit(self.algo.init)(rng), 0
     else:
       self.start_step, self.runner, _, _ = self.restored
       print(f"mmjax: resumed from {self.ckpt.directory}/{self.start_step}", flush=True)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax import config as config_lib
+from mmjax import cpu_tuning
 from mmjax.data import pipeline
 from mmjax.data.tokenizer import Tokenizer
 from mmjax.errors import MmjaxError
@@ -184,11 +185,11 @@ class Trainer:
     self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, self.state_shardings))
     init_from = self.config.model.get("init_from", "") or ""
     if self.restored is None:
-      init = jax.jit(self._init_state, out_shardings=self.state_shardings)
+      init = cpu_tuning.init_jit(self._init_state, out_shardings=self.state_shardings)
       self.state, self.data_state, self.start_step = init(rng, inputs, kwargs), None, 0
       if init_from:      # the loaded values, then a fresh optimizer state for them
         params = init_from_lib.load_into(self.state.params, init_from, self.config.model.get("init_from_keys", ""))
-        opt_init = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)
+        opt_init = cpu_tuning.init_jit(self.tx.init, out_shardings=self.state_shardings.opt_state)
         self.state = self.state.replace(params=params, opt_state=opt_init(params))
     else:
       self.start_step, self.state, self.data_state, _ = self.restored

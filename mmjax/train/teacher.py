@@ -17,10 +17,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
+
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax import cpu_tuning
 from mmjax.errors import MmjaxError
 from mmjax.models import build_model
 from mmjax.models.clip import CLIP
@@ -82,7 +84,7 @@ def _random_params(model: nn.Module, example_inputs: Sequence[Any]) -> Any:
   """Random weights (seed 0) from inputs shaped like `example_inputs` (batch 1; tracers are fine: only their
   shapes and dtypes are read, and the weights are computed eagerly, outside any trace)."""
   zeros = [np.zeros((1, *x.shape[1:]), x.dtype) for x in example_inputs]
-  init = jax.jit(lambda rng, *xs: model.init({"params": rng}, *xs, train=False)["params"])   # one compile, not one per op
+  init = cpu_tuning.init_jit(lambda rng, *xs: model.init({"params": rng}, *xs, train=False)["params"])   # one compile, not one per op
   with jax.ensure_compile_time_eval():
     params = init(jax.random.PRNGKey(0), *zeros)
   return jax.tree.map(np.asarray, params)
