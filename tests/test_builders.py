@@ -397,7 +397,8 @@ def _cifar100_reference(path) -> dict:
   import pickle
   import tarfile
   with tarfile.open(path, "r:gz") as tf:
-    return {m: pickle.load(tf.extractfile(f"cifar-100-python/{m}"), encoding="bytes") for m in ("train", "test", "meta")}
+    return {m: pickle.load(tf.extractfile(f"cifar-100-python/{m}"), encoding="bytes")
+            for m in ("train", "test", "meta")}
 
 
 def _check_cifar100(b, ref, step: int = 1) -> None:
@@ -421,7 +422,8 @@ def test_cifar100_fake_raw_matches_an_independent_read(tmp_path):
   b = builders.prepare("cifar100", manual_dir=raw, data_dir=tmp_path / "tfds")
   assert _sizes(b) == {"train": 11, "test": 23}
   _check_cifar100(b, _cifar100_reference(raw / cifar100.TAR))
-  names = [l.strip() for l in open(pathlib.Path(cifar100.__file__).parents[2] / "evals/prompts/cifar100_classnames.txt")]
+  prompts = pathlib.Path(cifar100.__file__).parents[2] / "evals" / "prompts" / "cifar100_classnames.txt"
+  names = prompts.read_text().splitlines()
   assert names == [c.replace("_", " ") for c in cifar100.FINE_CLASSES]     # CLIP's names (openai/CLIP prompts.md)
   assert list(cifar100.FINE_CLASSES) == sorted(cifar100.FINE_CLASSES) and "aquarium fish" in names
 

@@ -7,9 +7,10 @@ row the 1024 red, then green, then blue values of a 32x32 image in row-major ord
 b"coarse_labels" (N ints), b"filenames" (N bytes); meta has b"fine_label_names" (100) and b"coarse_label_names"
 (20). Only numpy's array reconstruction is allowed while unpickling (no other code in the file can run).
 
-Each example (stored in TFDS's key-hashed order; `image_id` gives the release's position): `image` uint8 [32, 32, 3] (stored as a lossless PNG, so the pixels
-are exactly the release's), `label` the fine label (0..99, `FINE_CLASSES`: the release's fine_label_names, checked
-against meta), `coarse_label` (0..19), `image_id` "test/00042" (split / position), `file_name` the release's name.
+Each example (stored in TFDS's key-hashed order; `image_id` gives the release's position): `image` uint8 [32, 32, 3]
+(stored as a lossless PNG, so the pixels are exactly the release's), `label` the fine label (0..99, `FINE_CLASSES`:
+the release's fine_label_names, checked against meta), `coarse_label` (0..19), `image_id` "test/00042" (split /
+position), `file_name` the release's name.
 Zero-shot class names: CLIP's (mmjax/evals/prompts/cifar100_classnames.txt: the fine names with "_" -> " ", as
 openai/CLIP data/prompts.md lists them) with CLIP's 18 CIFAR templates (cifar_templates.txt).
 
