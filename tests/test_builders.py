@@ -481,3 +481,17 @@ def test_env_var_sets_the_avmnist_root(tmp_path, monkeypatch):
   monkeypatch.setenv(builders.RAW_ENV, str(tmp_path / "rawroot"))
   assert builders.get_builder("avmnist", data_dir=tmp_path).raw_dir == tmp_path / "rawroot"
   assert builders.get_builder("mosi", data_dir=tmp_path).raw_dir == tmp_path / "rawroot" / "mosi"
+
+
+def test_prepare_all_skips_data_sets_without_raw_files(tmp_path):
+  import os
+  import subprocess
+  import sys
+  cifar100.Cifar100.make_fake_raw(tmp_path / "raw" / "cifar100", n=5, n_train=3)
+  env = dict(os.environ, MMJAX_RAW_DATA=str(tmp_path / "raw"), PYTHONPATH=str(pathlib.Path(__file__).parents[1]))
+  proc = subprocess.run([sys.executable, "-m", "mmjax.data.prepare", "all", f"--data_dir={tmp_path}/tfds"], env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "cifar100: prepared in" in proc.stdout and "(train 3, test 5)" in proc.stdout
+  for name in ("avmnist", "cifar10_test", "flickr8k", "mosi"):
+    assert f"{name}: skipped, no {tmp_path}/raw/" in proc.stdout

@@ -48,8 +48,10 @@ def main(argv: list[str]) -> None:
     for name in (sorted(builders.all_names()) if names[0] == "all" else names):
       if names[0] == "all" and _MANUAL_DIR.value is None:
         b = builders.get_builder(name, data_dir=_DATA_DIR.value)
-        if not b.raw_dir.is_dir() and not builders.is_prepared(b):
-          print(f"{name}: skipped, its manual dir {b.raw_dir} does not exist ({b.MANUAL_DOWNLOAD_INSTRUCTIONS})")
+        missing = [r for r in b.REQUIRED_FILES if not (b.raw_dir / r).exists()]
+        if (missing or not b.raw_dir.is_dir()) and not builders.is_prepared(b):
+          print(f"{name}: skipped, no {b.raw_dir / missing[0] if missing else b.raw_dir} "
+                f"({b.MANUAL_DOWNLOAD_INSTRUCTIONS})")
           continue
       prepare_one(name)
   except MmjaxError as e:
