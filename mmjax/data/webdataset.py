@@ -25,8 +25,9 @@ the same crops, that it would have seen.
 Bad input (`data.skip_bad`, default True for this source; mmjax/data/bad_input.py): a sample without an image or
 a caption, an image that does not decode, a truncated or corrupt tar (the samples before the damage are kept) and a
 shard that cannot be opened each count as one bad example in `seen`/`bad` (logged as train/data_bad in
-metrics.jsonl); with skip_bad=False the first one raises one line naming the shard and member. More than `data.max_bad_fraction` bad among the examples seen (counted per
-process and worker, over at least 100 examples) stops the run.
+metrics.jsonl); with skip_bad=False the first one raises one line naming the shard and member. More than
+`data.max_bad_fraction` bad among the examples seen (counted per process and worker, over at least 100 examples)
+stops the run.
 """
 from __future__ import annotations
 
