@@ -15,7 +15,8 @@ streamed from the tars with exact resume; open_clip's `--train-data` / `--val-da
 
 Keys (mmjax/data/webdataset.py): data.shards, data.val_shards (retrieval eval; evals.names='' without one),
 data.shuffle_buffer, data.resampled, data.shard_weights, data.num_workers (grain worker processes, each reading its
-own shards), data.skip_bad (on here: bad samples are skipped and counted as train/data_bad), data.max_bad_fraction,
+own shards), data.skip_bad (on by default for this source: bad samples are skipped and counted as train/data_bad;
+False: the first stops the run naming the shard and member), data.max_bad_fraction (stop past this fraction bad),
 data.jpeg_draft (default True: JPEGs >= 2x the crop are decoded reduced by libjpeg; False: open_clip's full decode).
 The BPE tokenizer is trained on the captions of the first data.corpus_examples samples (or put a tokenizer.json in
 the workdir). Add zero-shot with --config.evals.zero_shot_data=cifar10_test or =image_folder:/data/imagenet/val.
@@ -47,8 +48,7 @@ def get_config(arg: str | None = None):
   c.data.shuffle_buffer = 1000
   c.data.resampled = False
   c.data.shard_weights = ""
-  c.data.skip_bad = True
-  c.data.max_bad_fraction = 0.01
+  c.data.max_bad_fraction = 0.01          # data.skip_bad: None, this source's default (True)
   c.data.image_size = 64
   c.data.context_length = 32
   c.data.vocab_size = 8192
@@ -83,7 +83,7 @@ def to_array_record(c, runlocal: bool) -> None:
   """data.name = "array_record" (mmjax/data/array_record_source.py) in place of the webdataset keys; runlocal: the
   generated shards converted once (mmjax/data/convert.py)."""
   train, val = c.data.shards, c.data.val_shards
-  for key in ("shards", "val_shards", "shuffle_buffer", "resampled", "shard_weights", "max_bad_fraction"):
+  for key in ("shards", "val_shards", "shuffle_buffer", "resampled", "shard_weights"):
     del c.data[key]
   c.data.name, c.data.array_record_dir, c.data.array_record_val_dir = "array_record", "", ""
   if runlocal:

@@ -57,9 +57,13 @@ def base_config() -> ml_collections.ConfigDict:
       name="shapes", image_size=64, min_shapes=1, max_shapes=1, noise_std=0.03,
       context_length=32, vocab_size=512, num_workers=0, prefetch=2,
       # Prepared (TFDS) data sets: raw files from manual_dir (default ../shared/data/<name> or $MMJAX_RAW_DATA),
-      # built into data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets); skip_bad skips corrupt raw files;
-      # fake_raw=n builds from n generated fake raw examples instead (tests).
-      manual_dir="", data_dir="", skip_bad=False, fake_raw=0,
+      # built into data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets); fake_raw=n builds from n generated
+      # fake raw examples instead (tests).
+      # Bad input (mmjax/data/bad_input.py): skip_bad None = the data set decides: your own data (webdataset, csv,
+      # image_folder, array_record) skip and count bad examples (train/data_bad), the TFDS builders' prepare stops
+      # at the first (True/False force either); more than max_bad_fraction of the examples read bad stops a run.
+      manual_dir="", data_dir="", skip_bad=ml_collections.config_dict.placeholder(bool), max_bad_fraction=0.01,
+      fake_raw=0,
       crop_scale=(0.9, 1.0), flip=False))      # training augmentation of real images
 
   c.model = ml_collections.ConfigDict(dict(

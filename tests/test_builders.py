@@ -1,4 +1,4 @@
-"""TFDS builders avmnist / mosi / cifar10_test: content checked against independent reads of the raw files
+"""TFDS builders avmnist / mosi / cifar10_test / cifar100: content checked against independent reads of the raw files
 (np.load, gzip IDX, wave/scipy, csv, PIL), split sizes against the READMEs, bad-input errors naming the file and
 line/member, skip_bad, no complete data set left after a failure, and builds from `make_fake_raw`."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ import scipy.io.wavfile
 from PIL import Image
 
 from mmjax.data import builders
-from mmjax.data.builders import avmnist, cifar10_test, mosi
+from mmjax.data.builders import avmnist, cifar10_test, cifar100, mosi
 from mmjax.errors import MmjaxError
 
 AV_ROOT = builders.default_manual_dir("")
@@ -32,6 +32,11 @@ needs_mosi = pytest.mark.skipif(not (MOSI_RAW / "transcripts.csv").exists(),
                                 reason=f"real MOSI files not found in {MOSI_RAW} (set MMJAX_RAW_DATA)")
 needs_cifar = pytest.mark.skipif(not (CIFAR_RAW / "test.zip").exists(),
                                  reason=f"real CIFAR-10 test.zip not found in {CIFAR_RAW} (set MMJAX_RAW_DATA)")
+CIFAR100_RAW = builders.default_manual_dir("cifar100")
+needs_cifar100 = pytest.mark.skipif(
+    not (CIFAR100_RAW / cifar100.TAR).exists(),
+    reason=f"real {cifar100.TAR} not found in {CIFAR100_RAW} (download the CIFAR-100 python version from "
+           f"https://www.cs.toronto.edu/~kriz/cifar.html there, or set MMJAX_RAW_DATA)")
 
 
 def _sizes(b) -> dict[str, int]:
@@ -386,8 +391,86 @@ def test_cifar10_fake_raw_builds(tmp_path):
       np.testing.assert_array_equal(src[i]["image"], np.asarray(Image.open(io.BytesIO(zf.read(member)))))
 
 
+# ------------------------------------------------------------------------------------------- CIFAR-100
+def _cifar100_reference(path) -> dict:
+  """The release read as its web page says: pickle.load(f, encoding="bytes") of each member."""
+  import pickle
+  import tarfile
+  with tarfile.open(path, "r:gz") as tf:
+    return {m: pickle.load(tf.extractfile(f"cifar-100-python/{m}"), encoding="bytes")
+            for m in ("train", "test", "meta")}
+
+
+def _check_cifar100(b, ref, step: int = 1) -> None:
+  assert b.info.features["label"].names == list(cifar100.FINE_CLASSES)
+  assert [n.decode() for n in ref["meta"][b"fine_label_names"]] == list(cifar100.FINE_CLASSES)
+  for split in ("train", "test"):
+    src, raw = b.as_data_source(split), ref[split]
+    assert len(src) == len(raw[b"fine_labels"])
+    for i in range(0, len(src), step):
+      ex = src[i]
+      k = int(_text(ex["image_id"]).split("/")[1])                  # the release's position
+      assert _text(ex["image_id"]).split("/")[0] == split
+      want = np.asarray(raw[b"data"][k]).reshape(3, 32, 32).transpose(1, 2, 0)
+      np.testing.assert_array_equal(ex["image"], want)              # lossless: the release's pixels exactly
+      assert (int(ex["label"]), int(ex["coarse_label"])) == (raw[b"fine_labels"][k], raw[b"coarse_labels"][k])
+      assert _text(ex["file_name"]) == raw[b"filenames"][k].decode()
+
+
+def test_cifar100_fake_raw_matches_an_independent_read(tmp_path):
+  raw = cifar100.Cifar100.make_fake_raw(tmp_path / "raw", n=23, n_train=11)
+  b = builders.prepare("cifar100", manual_dir=raw, data_dir=tmp_path / "tfds")
+  assert _sizes(b) == {"train": 11, "test": 23}
+  _check_cifar100(b, _cifar100_reference(raw / cifar100.TAR))
+  prompts = pathlib.Path(cifar100.__file__).parents[2] / "evals" / "prompts" / "cifar100_classnames.txt"
+  names = prompts.read_text().splitlines()
+  assert names == [c.replace("_", " ") for c in cifar100.FINE_CLASSES]     # CLIP's names (openai/CLIP prompts.md)
+  assert list(cifar100.FINE_CLASSES) == sorted(cifar100.FINE_CLASSES) and "aquarium fish" in names
+
+
+def test_cifar100_bad_input_names_the_file_and_example(tmp_path):
+  raw = cifar100.Cifar100.make_fake_raw(tmp_path / "raw", n=12, n_train=4)
+  ref = _cifar100_reference(raw / cifar100.TAR)
+  members = {f"cifar-100-python/{m}": ref[m] for m in ("train", "test", "meta")}
+  members["cifar-100-python/test"][b"fine_labels"][3] = 150
+  cifar100.write_release(raw / cifar100.TAR, members)
+  with pytest.raises(MmjaxError, match=r"cifar-100-python.tar.gz:cifar-100-python/test: example 3: label 150 / "
+                                       r"coarse label \d+ out of range"):
+    builders.prepare("cifar100", manual_dir=raw, data_dir=tmp_path / "a")
+  assert _no_complete_dataset(tmp_path / "a", "cifar100")
+  b = builders.prepare("cifar100", manual_dir=raw, data_dir=tmp_path / "b", skip_bad=True)
+  assert _sizes(b) == {"train": 4, "test": 11} and len(b.skipped) == 1 and "example 3" in b.skipped[0]
+  # a pickle that would run code is refused, not run
+  marker = tmp_path / "ran"
+  evil = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+  cifar100.write_release(raw / cifar100.TAR, dict(members, **{cifar100.META: evil}))
+  with pytest.raises(MmjaxError, match=r"cifar-100-python/meta: not a CIFAR-100 python pickle .*refusing to load"):
+    builders.prepare("cifar100", manual_dir=raw, data_dir=tmp_path / "c")
+  assert not marker.exists()
+  # other names in meta, a truncated download
+  meta = {**ref["meta"], b"fine_label_names": [b"x"] * 100}
+  cifar100.write_release(raw / cifar100.TAR, dict(members, **{cifar100.META: meta}))
+  with pytest.raises(MmjaxError, match=r"fine_label_names .* are not CIFAR-100's 100 classes"):
+    builders.prepare("cifar100", manual_dir=raw, data_dir=tmp_path / "d")
+  cifar100.write_release(raw / cifar100.TAR, members)
+  data = (raw / cifar100.TAR).read_bytes()
+  (raw / cifar100.TAR).write_bytes(data[:len(data) // 2])
+  with pytest.raises(MmjaxError, match=r"cifar-100-python.tar.gz: unreadable or truncated gzip tar"):
+    builders.prepare("cifar100", manual_dir=raw, data_dir=tmp_path / "e")
+  assert all(_no_complete_dataset(tmp_path / d, "cifar100") for d in "acde")
+
+
+@needs_cifar100
+def test_cifar100_real_matches_the_release(tmp_path):
+  b = builders.prepare("cifar100", data_dir=tmp_path)
+  assert _sizes(b) == cifar100.SPLIT_SIZES                                   # the web page: 50,000 / 10,000
+  ref = _cifar100_reference(CIFAR100_RAW / cifar100.TAR)
+  _check_cifar100(b, ref, step=97)
+  assert set(collections.Counter(ref["test"][b"fine_labels"]).values()) == {100}   # 100 test images per class
+
+
 # ------------------------------------------------------------------------------------------- common
-@pytest.mark.parametrize("name", ["avmnist", "mosi", "cifar10_test"])
+@pytest.mark.parametrize("name", ["avmnist", "mosi", "cifar10_test", "cifar100"])
 def test_missing_manual_dir(tmp_path, name):
   with pytest.raises(MmjaxError, match=rf"{name}: manual dir .*nowhere does not exist; pass --manual_dir"):
     builders.prepare(name, manual_dir=tmp_path / "nowhere", data_dir=tmp_path / "tfds")
@@ -398,3 +481,17 @@ def test_env_var_sets_the_avmnist_root(tmp_path, monkeypatch):
   monkeypatch.setenv(builders.RAW_ENV, str(tmp_path / "rawroot"))
   assert builders.get_builder("avmnist", data_dir=tmp_path).raw_dir == tmp_path / "rawroot"
   assert builders.get_builder("mosi", data_dir=tmp_path).raw_dir == tmp_path / "rawroot" / "mosi"
+
+
+def test_prepare_all_skips_data_sets_without_raw_files(tmp_path):
+  import os
+  import subprocess
+  import sys
+  cifar100.Cifar100.make_fake_raw(tmp_path / "raw" / "cifar100", n=5, n_train=3)
+  env = dict(os.environ, MMJAX_RAW_DATA=str(tmp_path / "raw"), PYTHONPATH=str(pathlib.Path(__file__).parents[1]))
+  proc = subprocess.run([sys.executable, "-m", "mmjax.data.prepare", "all", f"--data_dir={tmp_path}/tfds"], env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "cifar100: prepared in" in proc.stdout and "(train 3, test 5)" in proc.stdout
+  for name in ("avmnist", "cifar10_test", "flickr8k", "mosi"):
+    assert f"{name}: skipped, no {tmp_path}/raw/" in proc.stdout

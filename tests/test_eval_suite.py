@@ -194,8 +194,8 @@ def test_zero_shot_suite_limit_keeps_every_class_and_unknown_data_set_is_named(f
   assert set(data.labels[index]) == {0, 1, 2}
   assert set(zero_shot_suite.zero_shot_suite(PARAMS, ctx)) == {
       f"zero_shot_suite/{os.path.basename(str(root))}/{k}" for k in ("acc1", "mean_per_class_recall")}
-  with pytest.raises(MmjaxError, match="imagenet2012.*not a zero-shot data set"):
-    zero_shot_suite.zero_shot_suite(PARAMS, ctx_for(tmp_path, zs_datasets="imagenet2012", zs_templates="",
+  with pytest.raises(MmjaxError, match="imagenet_sketch.*not a zero-shot data set"):
+    zero_shot_suite.zero_shot_suite(PARAMS, ctx_for(tmp_path, zs_datasets="imagenet_sketch", zs_templates="",
                                                     zs_classnames="", zs_limit=0))
 
 
@@ -295,6 +295,33 @@ def test_zero_shot_suite_on_cifar10_test_matches_a_reference_from_the_raw_zip(tm
   assert {k: got[f"zero_shot_suite/cifar10_test/{k}"] for k in want} == pytest.approx(want, abs=1e-6)
 
 
+def test_zero_shot_suite_on_cifar100_matches_a_reference_from_the_raw_tar(tmp_path):
+  """The prepared CIFAR-100 (test split) from a fake cifar-100-python.tar.gz in the release's format; the reference
+  unpickles the tar itself, names the classes with CLIP's CIFAR-100 names and prompts with the 18 CIFAR templates."""
+  import pickle
+  import tarfile
+  from mmjax.data import image_text
+  from mmjax.data.builders import cifar100
+  ctx = ctx_for(tmp_path, zs_datasets="cifar100", zs_templates="", zs_classnames="", zs_limit=0)
+  ctx.config.data.fake_raw = 40
+  got = zero_shot_suite.zero_shot_suite(PARAMS, ctx)
+  raw = image_text.prepared(ml_collections.ConfigDict(dict(name="cifar100", fake_raw=40))).raw_dir
+  with tarfile.open(os.path.join(raw, cifar100.TAR), "r:gz") as tf:
+    test = pickle.load(tf.extractfile("cifar-100-python/test"), encoding="bytes")
+  images = [row.reshape(3, 32, 32).transpose(1, 2, 0) for row in test[b"data"]]
+  labels = np.asarray(test[b"fine_labels"])
+  names = [c.replace("_", " ") for c in cifar100.FINE_CLASSES]
+  tmpl = benchmark.templates("cifar")
+  emb = ref_text_features([t.format(c) for c in names for t in tmpl]).reshape(100, len(tmpl), D)
+  cls = emb.mean(1) / np.linalg.norm(emb.mean(1), axis=1, keepdims=True)
+  order = np.argsort(-(ref_image_features(images) @ cls.T), axis=1)
+  want = {"acc1": np.mean(order[:, 0] == labels), "acc5": np.mean([labels[i] in order[i, :5] for i in range(40)]),
+          "mean_per_class_recall": np.mean([np.mean(order[labels == c, 0] == c) for c in np.unique(labels)])}
+  assert len(images) == 40 and len(np.unique(labels)) == 40
+  assert {k: got[f"zero_shot_suite/cifar100/{k}"] for k in want} == pytest.approx(want, abs=1e-6)
+  assert benchmark.cifar100_classnames() == names
+
+
 def test_an_imagenet_val_folder_gets_clips_class_names(tmp_path):
   names = benchmark.imagenet_classnames()
   wnids = sorted(f"n{1440764 + 7 * i:08d}" for i in range(1000))
@@ -368,3 +395,18 @@ def test_live_zero_shot_suite_equals_open_clips_zero_shot_on_imported_weights(fo
 def jax_tree(params):
   import jax
   return jax.tree.map(np.asarray, params)
+
+
+def test_cifar100_is_a_zero_shot_and_probe_data_set_of_the_clip_and_probe_evals(tmp_path):
+  from mmjax.evals import clip_evals, linear_probe
+  from mmjax.data.builders import cifar100
+  ctx = ctx_for(tmp_path)
+  ctx.config.data.fake_raw = 40
+  ctx.config.evals.num_examples = 40
+  images, labels, names = clip_evals._zero_shot_data_arrays(ctx, "cifar100")
+  assert images.shape == (40, SIZE, SIZE, 3) and len(np.unique(labels)) == 40
+  assert [n.replace("_", " ") for n in names] == benchmark.cifar100_classnames()
+  assert list(names) == list(cifar100.FINE_CLASSES)
+  ctx.config.model.vision = dict(image_size=SIZE)
+  train, test = linear_probe.probe_data_arrays(ctx, "cifar100")
+  assert len(train["label"]) + len(test["label"]) == 40 and not set(train["image_id"]) & set(test["image_id"])

@@ -7,8 +7,9 @@ Reading: every listed shard of `data.array_record_dir` (train) / `data.array_rec
 grain `ArrayRecordDataSource`, random access, so the pipeline's global shuffle, process sharding and exact resume
 apply (pipeline.make_train_iterator). Examples are `image` uint8 [H, W, 3] and `captions` [str], as the webdataset
 source's, cropped and tokenized as Flickr8k's: the batch is `image` float32 [b, S, S, 3], `tokens` int32 [b, L].
-An image that does not decode raises one line naming the shard and key; with `data.skip_bad` the next readable
-record is served instead (logged).
+Bad input (mmjax/data/bad_input.py): an image that does not decode is passed over for the next readable record
+(logged, counted as train/data_bad; `data.skip_bad` defaults to True here, and more than `data.max_bad_fraction`
+bad stops the run); with skip_bad=False it raises one line naming the shard directory, record and key.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 
 import grain
 
-from mmjax.data import DatasetEntry, image_text
+from mmjax.data import DatasetEntry, bad_input, image_text
 from mmjax.data.image_files import decode_image, first_readable
 from mmjax.data.record_format import MANIFEST, decode_record, read_manifest
 from mmjax.errors import MmjaxError
@@ -43,7 +44,9 @@ def shard_paths(directory: str, key: str = "data.array_record_dir") -> tuple[lis
 
 
 class ArrayRecordImageText:
-  """A grain random-access source over the converted shards: `image` uint8 [H, W, 3], `captions` [str]."""
+  """A grain random-access source over the converted shards: `image` uint8 [H, W, 3], `captions` [str] (and
+`_bad`, the bad records passed over to serve it: see bad_input)."""
+  counts_bad = True
 
   def __init__(self, directory: str, skip_bad: bool = False, key: str = "data.array_record_dir"):
     self.directory, self.skip_bad = directory, skip_bad
@@ -78,7 +81,7 @@ def source(data_cfg, split: str) -> ArrayRecordImageText:
   if not data_cfg.get(key, ""):
     raise MmjaxError(f"data.name='array_record' needs data.{key} for its {split!r} split"
                      + ("" if split == "train" else " (or evals.names='')"))
-  return ArrayRecordImageText(data_cfg[key], bool(data_cfg.get("skip_bad", False)), f"data.{key}")
+  return ArrayRecordImageText(data_cfg[key], bad_input.skip_bad(data_cfg), f"data.{key}")
 
 
 def corpus(data_cfg) -> list[str]:

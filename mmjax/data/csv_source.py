@@ -9,16 +9,18 @@ process sharding and exact resume apply as for any source (pipeline.make_train_i
 Examples: `image` uint8 [H, W, 3] as decoded, `captions` [str]; cropped and tokenized as Flickr8k's
 (image_text.train_transform), so the batch is `image` float32 [b, S, S, 3], `tokens` int32 [b, L].
 
-Bad input: a row with an empty path or caption is dropped when the file is read (`data.skip_bad`, counted in
-`CsvSource.skipped`) or, with skip_bad=False, raises one line naming the file and line. An image that does not decode
-raises one line naming the row and path; with skip_bad the next readable row is served instead (logged).
+Bad input (mmjax/data/bad_input.py; `data.skip_bad` defaults to True here): a row with an empty path or caption is
+dropped when the file is read (counted in `CsvSource.skipped`, reported as train/data_dropped; more than
+`data.max_bad_fraction` of the rows stops there); an image that does not decode or cannot be read is passed over
+for the next readable row (logged, counted as train/data_bad). With skip_bad=False either raises one line naming
+the file and line (and the image path).
 """
 from __future__ import annotations
 
 import csv
 import os
 
-from mmjax.data import DatasetEntry, image_text
+from mmjax.data import DatasetEntry, bad_input, image_text
 from mmjax.data.image_files import BadImage, decode_image, first_readable
 from mmjax.errors import MmjaxError
 from mmjax.registry import DATASETS
@@ -56,12 +58,15 @@ def read_rows(path: str, img_key: str, caption_key: str, separator: str, skip_ba
 
 
 class CsvSource:
-  """A grain random-access source over the rows of a CSV: `image` uint8 [H, W, 3], `captions` [str]."""
+  """A grain random-access source over the rows of a CSV: `image` uint8 [H, W, 3], `captions` [str] (and `_bad`,
+  the bad rows passed over to serve it: see bad_input)."""
+  counts_bad = True
 
   def __init__(self, path: str, img_key: str = "filepath", caption_key: str = "title", separator: str = "\t",
-               skip_bad: bool = False):
+               skip_bad: bool = False, max_bad_fraction: float = bad_input.DEFAULT_MAX_BAD_FRACTION):
     self.path, self.skip_bad = path, skip_bad
     self.rows, self.skipped = read_rows(path, img_key, caption_key, separator, skip_bad)
+    bad_input.check_dropped(self.skipped, len(self.rows) + self.skipped, max_bad_fraction, path)
 
   def __len__(self) -> int:
     return len(self.rows)
@@ -87,7 +92,8 @@ class CsvSource:
 
 def _source_for(data_cfg, path: str) -> CsvSource:
   return CsvSource(path, data_cfg.get("csv_img_key", "filepath"), data_cfg.get("csv_caption_key", "title"),
-                   data_cfg.get("csv_separator", "\t"), bool(data_cfg.get("skip_bad", False)))
+                   data_cfg.get("csv_separator", "\t"), bad_input.skip_bad(data_cfg),
+                   bad_input.max_bad_fraction(data_cfg))
 
 
 def source(data_cfg, split: str) -> CsvSource:

@@ -67,10 +67,11 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 
 def first_readable(load: Callable[[int], dict], index: int, n: int, skip_bad: bool, fix: str, what: str) -> dict:
   """load(index); with skip_bad, on a BadImage the next readable one of the n examples (wrapping around), logged.
+  The example carries `_bad`: how many bad ones were passed over (mmjax.data.bad_input counts them per run).
   Without skip_bad a BadImage raises one line ending with `fix`; none readable: "{what}" in the message."""
   for i in range(n if skip_bad else 1):
     try:
-      return load((index + i) % n)
+      return dict(load((index + i) % n), _bad=i)
     except BadImage as e:
       if not skip_bad:
         raise MmjaxError(f"{e}; {fix}") from None

@@ -12,6 +12,12 @@ the whole image resized), `label` int32, `image_id` the path relative to the spl
 to `image` float32 [S, S, 3] in [-1, 1] and `label` int32 (so a fusion classifier with modalities ("image",) and
 objective "classify" trains on it). For CLIP evaluation: `evals.zero_shot_data = "image_folder:/path/to/root"` and
 `evals.probe_data = "image_folder:/path/to/root"` (evals/clip_evals.py, evals/linear_probe.py).
+
+Bad input (mmjax/data/bad_input.py): as a training source (`data.name = "image_folder"`, `data.skip_bad` defaulting
+to True) an image that does not decode or cannot be read is passed over for the next readable one (logged, counted
+as train/data_bad; more than `data.max_bad_fraction` bad stops the run). As evaluation data ("image_folder:<root>")
+it is strict: a bad image stops the evaluation with one line naming the file, since a result over fewer images
+would not compare with published ones.
 """
 from __future__ import annotations
 
@@ -19,8 +25,8 @@ import os
 
 import numpy as np
 
-from mmjax.data import DatasetEntry, image_text
-from mmjax.data.image_files import IMAGE_EXTS, BadImage, decode_image
+from mmjax.data import DatasetEntry, bad_input, image_text
+from mmjax.data.image_files import IMAGE_EXTS, BadImage, decode_image, first_readable
 from mmjax.errors import MmjaxError
 from mmjax.registry import DATASETS
 
@@ -73,24 +79,34 @@ def class_names(root: str, directory: str, classes: list[str]) -> list[str]:
 
 
 class ImageFolderSource:
-  """A grain random-access source: `image` uint8 [H, W, 3] as decoded, `label` int32, `image_id` str."""
+  """A grain random-access source: `image` uint8 [H, W, 3] as decoded, `label` int32, `image_id` str (and `_bad`,
+  the bad images passed over to serve it when `skip_bad`: see bad_input)."""
+  counts_bad = True
 
-  def __init__(self, root: str, split: str = "test"):
-    self.root, self.directory = root, split_dir(root, split)
+  def __init__(self, root: str, split: str = "test", skip_bad: bool = False):
+    self.root, self.directory, self.skip_bad = root, split_dir(root, split), skip_bad
     self.classes, self.files = list_folder(self.directory)
     self.classnames = class_names(root, self.directory, self.classes)
 
   def __len__(self) -> int:
     return len(self.files)
 
-  def __getitem__(self, index: int) -> dict:
-    path, label = self.files[int(index)]
+  def _load(self, index: int) -> dict:
+    path, label = self.files[index]
+    where = f"image folder {self.directory}: {path}"
     try:
       with open(path, "rb") as f:
-        image = decode_image(f.read(), path)
-    except (OSError, BadImage) as e:
-      raise MmjaxError(f"image folder {self.directory}: {e}; fix or remove the file") from None
-    return {"image": image, "label": np.int32(label), "image_id": os.path.relpath(path, self.directory)}
+        data = f.read()
+    except OSError as e:
+      raise BadImage(f"{where}: cannot read the image ({e.strerror})") from None
+    return {"image": decode_image(data, where), "label": np.int32(label),
+            "image_id": os.path.relpath(path, self.directory)}
+
+  def __getitem__(self, index: int) -> dict:
+    return first_readable(self._load, int(index), len(self.files), self.skip_bad,
+                          "fix or remove the file (training with data.skip_bad=True passes over it; evaluation "
+                          "data are never skipped)",
+                          f"image folder {self.directory}: no image is readable")
 
 
 def classification_arrays(root: str, split: str, size: int, limit: int | None = None
@@ -109,7 +125,7 @@ def source(data_cfg, split: str) -> ImageFolderSource:
   root = data_cfg.get("folder_root", "")
   if not root:
     raise MmjaxError("data.name='image_folder' needs data.folder_root (root/<class>/*.jpg)")
-  return ImageFolderSource(root, split)
+  return ImageFolderSource(root, split, skip_bad=bad_input.skip_bad(data_cfg))
 
 
 def train_transform(example: dict, rng: np.random.Generator, data_cfg) -> dict:

@@ -13,7 +13,9 @@ tokens), which needs the run's tokenizer (data sets without a text corpus run wi
 
 Iterator state (`it.get_state()`): with num_workers = 0 a dict `{"next_index": int}` (per-process batches
 consumed); with num_workers > 0 grain's multiprocessing state (nested dicts of ints and str). Both are JSON
-serialisable and `set_state` resumes exactly.
+serialisable and `set_state` resumes exactly. A source that counts bad examples (`counts_bad`: the CSV,
+image-folder and array_record sources) is wrapped in bad_input.CountingIterator, whose state holds that one
+(`inner`) and the counts.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from mmjax.data import vqa_shapes  # noqa: F401  (registers "vqa_shapes")
 from mmjax.data import semi  # noqa: F401  (registers "avmnist_semi": few-label AV-MNIST)
 from mmjax.data import csv_source, image_folder, webdataset  # noqa: F401  (register "csv", "image_folder", "webdataset")
 from mmjax.data import array_record_source  # noqa: F401  (registers "array_record": mmjax-prepare convert's output)
+from mmjax.data import bad_input
 from mmjax.data import karpathy  # noqa: F401  (registers "karpathy": COCO / Flickr30k Karpathy-split JSON)
 from mmjax.data.tokenizer import TOKENIZER_KINDS, Tokenizer
 from mmjax.errors import MmjaxError
@@ -162,6 +165,9 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer | None, *, global_batch_s
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()    # grain reads its absl flags when it starts workers (outside absl.app)
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  if getattr(source, "counts_bad", False):     # batches carry `_bad`: counted, checked, and taken out here
+    return bad_input.CountingIterator(iter(it_ds), bad_input.max_bad_fraction(data_cfg), what,
+                                      dropped=int(getattr(source, "skipped", 0) or 0))
   return iter(it_ds)
 
 
@@ -191,20 +197,24 @@ def _stream_example(example: dict, **kw) -> dict:
 
 
 def data_counters(iterator) -> dict[str, int]:
-  """{"data_seen", "data_bad"}: examples read and bad examples skipped so far by a streamed data set's iterator (of
-  this process; summed over its grain workers), from its state; {} for other iterators."""
-  seen = bad = found = 0
+  """{"data_seen", "data_bad"} (+ "data_dropped" when rows were dropped as a CSV was read): examples read and bad
+  examples skipped so far by the training iterator of a streamed data set or of a source that counts bad examples
+  (of this process; summed over its grain workers), from its state; {} for other iterators."""
+  seen = bad = dropped = found = 0
   todo = [iterator.get_state()]
   while todo:
     node = todo.pop()
     if isinstance(node, dict):
-      if node.get("kind") == "webdataset":
+      if node.get("kind") in ("webdataset", bad_input.KIND):
         seen, bad, found = seen + int(node["seen"]), bad + int(node["bad"]), 1
+        dropped += int(node.get("dropped", 0))
       else:
         todo += list(node.values())
     elif isinstance(node, (list, tuple)):
       todo += [x for x in node if isinstance(x, (dict, list, tuple))]
-  return {"data_seen": seen, "data_bad": bad} if found else {}
+  if not found:
+    return {}
+  return {"data_seen": seen, "data_bad": bad, **({"data_dropped": dropped} if dropped else {})}
 
 
 class GuardedSource:
@@ -231,12 +241,13 @@ class GuardedSource:
 def _train_example(example: dict, rng: np.random.Generator, *, transform, data_cfg, tokenizer: Tokenizer | None,
                    what: str, preprocess_fn=None) -> dict:
   index = example.pop("_index", None)
+  bad = example.pop(bad_input.BAD_KEY, None)      # a counting source's: carried into the batch (bad_input)
   try:
     if transform is not None:
       example = transform(example, rng, data_cfg)
-    if preprocess_fn is not None:
-      return preprocess_fn(example, data_cfg)
-    return preprocess(example, tokenizer, int(data_cfg.context_length))
+    out = (preprocess_fn(example, data_cfg) if preprocess_fn is not None
+           else preprocess(example, tokenizer, int(data_cfg.context_length)))
+    return out if bad is None else dict(out, **{bad_input.BAD_KEY: np.int32(bad)})
   except MmjaxError:
     raise
   except Exception as e:
@@ -256,7 +267,7 @@ def make_eval_arrays(data_cfg, tokenizer: Tokenizer | None, num_examples: int, s
   if not 0 < num_examples <= len(source):
     raise MmjaxError(f"evals.num_examples={num_examples} must be in [1, {len(source)}] for the {split} split "
                      f"of data.name={data_cfg.name!r}")
-  examples = [source[i] for i in range(num_examples)]
+  examples = [{k: v for k, v in source[i].items() if k != bad_input.BAD_KEY} for i in range(num_examples)]
   if entry.eval_transform is not None:
     examples = [entry.eval_transform(e, data_cfg) for e in examples]
   if entry.preprocess is not None:

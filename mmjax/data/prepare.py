@@ -1,7 +1,7 @@
 """Prepares a real data set: raw files (manual dir) -> array_record shards (data dir), once.
 
   python -m mmjax.data.prepare flickr8k [--manual_dir DIR] [--data_dir DIR] [--skip_bad]
-  python -m mmjax.data.prepare all
+  python -m mmjax.data.prepare all        (every data set whose raw files are in their default manual dir)
   mmjax-prepare convert --from webdataset|csv --shards ... | --csv_path ... --out DIR   (mmjax/data/convert.py)
 
 Idempotent (a prepared data set is left alone) and safe to interrupt (TFDS writes into an `incomplete.*`
@@ -46,6 +46,13 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   try:
     for name in (sorted(builders.all_names()) if names[0] == "all" else names):
+      if names[0] == "all" and _MANUAL_DIR.value is None:
+        b = builders.get_builder(name, data_dir=_DATA_DIR.value)
+        missing = [r for r in b.REQUIRED_FILES if not (b.raw_dir / r).exists()]
+        if (missing or not b.raw_dir.is_dir()) and not builders.is_prepared(b):
+          print(f"{name}: skipped, no {b.raw_dir / missing[0] if missing else b.raw_dir} "
+                f"({b.MANUAL_DOWNLOAD_INSTRUCTIONS})")
+          continue
       prepare_one(name)
   except MmjaxError as e:
     print(f"mmjax.data.prepare: error: {e}", file=sys.stderr)

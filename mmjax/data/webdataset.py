@@ -34,11 +34,12 @@ epoch: seeds the buffer pick and the augmentation), buffer [[shard, offset], ...
 starts: re-read on restore), seen, bad}: a run restored from it sees exactly the samples, in the same order, with
 the same crops, that it would have seen.
 
-Bad input (`data.skip_bad`): a sample without an image or a caption, an image that does not decode, a truncated or
-corrupt tar (the samples before the damage are kept) and a shard that cannot be opened each count as one bad
-example in `seen`/`bad` (logged as train/data_bad in metrics.jsonl); with skip_bad=False the first one raises one
-line naming the shard and member. More than `data.max_bad_fraction` bad among the examples seen (counted per
-process and worker, over at least 100 examples) stops the run.
+Bad input (`data.skip_bad`, default True for this source; mmjax/data/bad_input.py): a sample without an image or
+a caption, an image that does not decode, a truncated or corrupt tar (the samples before the damage are kept) and a
+shard that cannot be opened each count as one bad example in `seen`/`bad` (logged as train/data_bad in
+metrics.jsonl); with skip_bad=False the first one raises one line naming the shard and member. More than
+`data.max_bad_fraction` bad among the examples seen (counted per process and worker, over at least 100 examples)
+stops the run.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from typing import Any, Iterator, Sequence
 import grain
 import numpy as np
 
-from mmjax.data import DatasetEntry, image_text
+from mmjax.data import DatasetEntry, bad_input, image_text
 from mmjax.data.image_files import IMAGE_EXTS, BadImage, decode_image, decode_pil
 from mmjax.data.tar_samples import Sample, ShardDamage, iter_samples
 from mmjax.errors import MmjaxError
@@ -335,7 +336,7 @@ def stream_spec(data_cfg, *, seed: int, process_index: int = 0, process_count: i
   draft = bool(data_cfg.get("jpeg_draft", True)) and int(data_cfg.get("image_size", 0)) > 0
   return StreamSpec(tuple(shards), tuple(weights), seed=int(seed) % 2**32, resampled=resampled,
                     shuffle_buffer=buffer, process_index=process_index, process_count=process_count,
-                    skip_bad=bool(data_cfg.get("skip_bad", True)), max_bad_fraction=frac,
+                    skip_bad=bad_input.skip_bad(data_cfg), max_bad_fraction=frac,
                     draft_size=int(data_cfg.get("image_size", 0)) if draft else 0,
                     draft_scale=float(tuple(data_cfg.get("crop_scale", (0.9, 1.0)))[0]))
 

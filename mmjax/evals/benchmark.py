@@ -4,9 +4,11 @@ result files.
 
 Packaged prompt files (mmjax/evals/prompts/, one per line, "{}" for the class name): `imagenet_templates.txt`, the
 80 templates of CLIP (Radford et al. 2021; openai/CLIP notebooks/Prompt_Engineering_for_ImageNet.ipynb, as
-open_clip's zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES), `cifar_templates.txt`, CLIP's 18 CIFAR-10 templates,
-and `imagenet_classnames.txt`, CLIP's 1000 ImageNet class names (open_clip's IMAGENET_CLASSNAMES), in the order of
-the sorted WordNet ids (the folder names of an ImageNet val folder).
+open_clip's zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES), `cifar_templates.txt`, CLIP's 18 CIFAR templates (the
+same for CIFAR-10 and CIFAR-100 in openai/CLIP data/prompts.md), `imagenet_classnames.txt`, CLIP's 1000 ImageNet
+class names (open_clip's IMAGENET_CLASSNAMES), in the order of the sorted WordNet ids (the folder names of an
+ImageNet val folder), and `cifar100_classnames.txt`, CLIP's 100 CIFAR-100 class names (data/prompts.md; the
+release's fine_label_names with "_" -> " ", in label order; open_clip ships no CIFAR-100 list).
 """
 from __future__ import annotations
 
@@ -48,6 +50,10 @@ def templates(spec: str, key: str = "evals.zs_templates") -> list[str]:
 
 def imagenet_classnames() -> list[str]:
   return read_lines(os.path.join(PROMPTS, "imagenet_classnames.txt"), "class name")
+
+
+def cifar100_classnames() -> list[str]:
+  return read_lines(os.path.join(PROMPTS, "cifar100_classnames.txt"), "class name")
 
 
 def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from mmjax.registry import EVALUATORS
 
 ZERO_SHOT_TASKS = {"shapes": shapes_tasks}   # data.name -> () -> {task: (classnames, label_fn, templates)}
 # Prepared classification data sets usable as `evals.zero_shot_data`: name -> (split, prompt templates).
-ZERO_SHOT_DATA = {"cifar10_test": ("test", CIFAR_TEMPLATES)}
+ZERO_SHOT_DATA = {"cifar10_test": ("test", CIFAR_TEMPLATES), "cifar100": ("test", CIFAR_TEMPLATES)}
 
 
 def _zero_shot_data_arrays(ctx, name: str):

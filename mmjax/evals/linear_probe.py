@@ -22,6 +22,7 @@ CIFAR-10 test images, 1,000 per class), that data set is split by a fixed, class
 first floor(n_c / 2) go to probe-train and the rest to probe-test (CIFAR-10: NNNN 0000-0499 -> probe-train,
 0500-0999 -> probe-test, 5,000 each); both halves are ordered by (rank within the class's half, label): the first
 k examples (`probe_train_examples` caps probe-train; the l2 is picked on its last 20 %) stay class-balanced.
+"cifar100" (its 10,000 test images, 100 per class; image_id "test/NNNNN", the release's order) is cut the same way.
 Probe-test is the whole second half (`num_examples` does not apply: it sizes the run's own test data). Images
 (CIFAR: 32 px) are resized to the model's `vision.image_size` (else `data.image_size`) with PIL's bicubic filter
 (`image_text.resize`, as the zero-shot eval) and mapped to [-1, 1] as the training pipeline does. Raw files: the
@@ -166,7 +167,7 @@ def _cache_key(ctx, *parts) -> str:
 
 
 # Prepared classification data sets usable as `evals.probe_data`: name -> the split that is cut in two.
-PROBE_DATA = {"cifar10_test": "test"}
+PROBE_DATA = {"cifar10_test": "test", "cifar100": "test"}
 
 
 def class_halves(image_ids, labels) -> tuple[np.ndarray, np.ndarray]:

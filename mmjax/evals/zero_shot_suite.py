@@ -5,10 +5,14 @@ mean_per_class_recall) and written as one CLIP_benchmark JSON per data set (eval
 Config keys (evals.*):
   zs_datasets: comma-separated data sets, each optionally "name=" prefixed (the name in the results):
     "cifar10_test" (the prepared CIFAR-10 test set, mmjax/data/builders/cifar10_test.py; CIFAR templates);
+    "cifar100" (the test split of the prepared CIFAR-100, mmjax/data/builders/cifar100.py, from the official
+    cifar-100-python.tar.gz; CLIP's CIFAR-100 class names and CIFAR templates);
+    "imagenet2012" / "imagenet2012:<root>" (the ILSVRC2012 validation set, mmjax/data/imagenet.py: the official
+    ILSVRC2012_img_val.tar read in place, its extracted images, val/<wnid>/ folders, or a TFDS imagenet2012 prepared
+    as array_record; CLIP's 1000 class names and 80 ImageNet templates);
     "image_folder:<root>" (root/<class>/*.jpg, its test split as data/image_folder.py: class names from
     classnames.txt or the folder names; 1000 WordNet-id folders (n01440764, ...) with no classnames.txt: an ImageNet
     val folder, named with CLIP's 1000 ImageNet class names; ImageNet templates).
-    TFDS "imagenet2012" is not read (its TFDS builder needs TensorFlow): give the val images as an image folder.
   zs_templates: "" (the data set's default), "imagenet" (CLIP's 80), "cifar" (CLIP's 18) or a file, one per line;
   zs_classnames: "" or a file of class names, one per line in label order (for every data set listed);
   zs_limit: 0 (every image) or at most this many, evenly spaced over the split (so every class keeps some);
@@ -25,7 +29,7 @@ import re
 import jax
 import numpy as np
 
-from mmjax.data import image_folder
+from mmjax.data import image_folder, imagenet
 from mmjax.errors import MmjaxError
 from mmjax.evals import benchmark
 from mmjax.evals.base import EVAL_KEYS, batched_apply
@@ -39,23 +43,33 @@ _WNID = re.compile(r"n\d{8}")
 
 
 def parse_datasets(spec: str) -> list[tuple[str, str]]:
-  """"cifar10_test, imagenet1k=image_folder:/d/val" -> [("cifar10_test", "cifar10_test"), ("imagenet1k", ...)]."""
+  """"cifar10_test, imagenet1k=image_folder:/d/val" -> [("cifar10_test", "cifar10_test"), ("imagenet1k", ...)];
+  unnamed "image_folder:/d/val" is named "val", "imagenet2012:/d" "imagenet2012"."""
   out = []
   for item in (s.strip() for s in str(spec).split(",")):
     if not item:
       continue
     name, sep, what = item.partition("=")
     if not sep or ":" in name:
-      name, what = (os.path.basename(os.path.normpath(item[len(image_folder.PREFIX):]))
-                    if item.startswith(image_folder.PREFIX) else item), item
+      if item.startswith(image_folder.PREFIX):
+        name = os.path.basename(os.path.normpath(item[len(image_folder.PREFIX):]))
+      else:
+        name = imagenet.NAME if item.startswith(imagenet.PREFIX) else item
+      what = item
     out.append((name.strip(), what.strip()))
   if not out:
     raise MmjaxError("evals.zs_datasets is empty; give e.g. 'cifar10_test' or 'image_folder:/data/imagenet'")
   return out
 
 
+# Prepared (TFDS builder) classification sets: name -> (split, default templates, packaged class names or None for
+# the builder's ClassLabel names).
+PREPARED = {"cifar10_test": ("test", "cifar", None), "cifar100": ("test", "cifar", benchmark.cifar100_classnames)}
+
+
 class _Classification:
-  """A data set: len, image(i) -> uint8 [H, W, 3], labels int [N], classnames, default template spec."""
+  """A data set: n, example(i) -> (uint8 [H, W, 3], int label), classnames, default template spec; `labels` int [N]
+  where known without reading the images (None: a prepared ImageNet, whose labels come with the images)."""
 
   def __init__(self, ctx, what: str):
     cfg = ctx.config
@@ -66,19 +80,34 @@ class _Classification:
       if (len(src.classes) == 1000 and all(_WNID.fullmatch(c) for c in src.classes)
           and src.classnames == src.classes):
         self.classnames = benchmark.imagenet_classnames()
-      self.image, self.default_templates = (lambda i: src[i]["image"]), "imagenet"
-    elif what == "cifar10_test":
+      self.source, self.default_templates = src, "imagenet"
+    elif what in PREPARED:
       import ml_collections
       from mmjax.data import image_text
+      split, self.default_templates, names = PREPARED[what]
       b = image_text.prepared(ml_collections.ConfigDict(dict(
           name=what, data_dir=cfg.data.get("data_dir", ""), fake_raw=cfg.data.get("fake_raw", 0))))
-      src = b.as_data_source("test")
-      self.labels = np.asarray([int(src[i]["label"]) for i in range(len(src))])
-      self.classnames = list(b.info.features["label"].names)
-      self.image, self.default_templates = (lambda i: src[i]["image"]), "cifar"
+      self.source = b.as_data_source(split)
+      labels = b.as_data_source(split, decoders={"image": tfds_skip()})
+      self.labels = np.asarray([int(labels[i]["label"]) for i in range(len(labels))])
+      self.classnames = names() if names is not None else list(b.info.features["label"].names)
+    elif what == imagenet.NAME or what.startswith(imagenet.PREFIX):
+      self.source = imagenet.open_val(what, cfg.data.get("data_dir", ""))
+      self.labels = getattr(self.source, "labels", None)
+      self.classnames, self.default_templates = self.source.classnames, "imagenet"
     else:
-      raise MmjaxError(f"evals.zs_datasets: {what!r} is not a zero-shot data set; use 'cifar10_test' or "
-                       f"'image_folder:<root>' (an ImageNet val folder too; TFDS imagenet2012 is not read)")
+      raise MmjaxError(f"evals.zs_datasets: {what!r} is not a zero-shot data set; use one of "
+                       f"{', '.join(PREPARED)}, 'imagenet2012[:<root>]' or 'image_folder:<root>'")
+    self.n = len(self.source)
+
+  def example(self, i: int) -> tuple[np.ndarray, int]:
+    ex = self.source[int(i)]
+    return np.asarray(ex["image"]), int(ex["label"])
+
+
+def tfds_skip():
+  import tensorflow_datasets as tfds
+  return tfds.decode.SkipDecoding()
 
 
 def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
@@ -86,22 +115,31 @@ def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
   data = _Classification(ctx, what)
   classnames = (benchmark.read_lines(cfg.evals.zs_classnames, "class name (evals.zs_classnames)")
                 if cfg.evals.get("zs_classnames", "") else data.classnames)
-  if len(classnames) <= int(data.labels.max()):
+  if data.labels is not None and len(classnames) <= int(data.labels.max()):
     raise MmjaxError(f"evals.zs_classnames gives {len(classnames)} class names, but {what} has labels up to "
                      f"{int(data.labels.max())}; give one name per class, in label order")
   tmpl = benchmark.templates(cfg.evals.get("zs_templates", "") or data.default_templates)
-  n, limit = len(data.labels), int(cfg.evals.get("zs_limit", 0))
+  n, limit = data.n, int(cfg.evals.get("zs_limit", 0))
   index = np.unique(np.linspace(0, n - 1, limit).astype(int)) if 0 < limit < n else np.arange(n)
   bs, size = int(cfg.evals.batch_size), int(cfg.data.image_size)
   enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
   enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
-  img = benchmark.encode_images(enc_img, params, lambda i: benchmark.center_crop_resize(data.image(index[i]), size),
-                                len(index), min(bs, len(index)), cfg.evals.get("suite_image_norm", "minus_one_one"))
+  labels = np.zeros(len(index), np.int64)
+
+  def load(i: int) -> np.ndarray:          # each image once, in order; its label read with it
+    image, labels[i] = data.example(index[i])
+    return benchmark.center_crop_resize(image, size)
+
+  img = benchmark.encode_images(enc_img, params, load, len(index), min(bs, len(index)),
+                                cfg.evals.get("suite_image_norm", "minus_one_one"))
+  if len(classnames) <= int(labels.max()):
+    raise MmjaxError(f"evals.zs_classnames gives {len(classnames)} class names, but {what} has labels up to "
+                     f"{int(labels.max())}; give one name per class, in label order")
   context_length = int(cfg.data.context_length)
   classifier = build_classifier(lambda t: batched_apply(enc_txt, params, np.asarray(t), min(bs, len(t))),
                                 lambda texts: ctx.tokenizer.encode(list(texts), context_length),
                                 list(classnames), tmpl, batch_size=bs)
-  metrics = benchmark.classification_metrics(img @ np.asarray(classifier, np.float32).T, data.labels[index])
+  metrics = benchmark.classification_metrics(img @ np.asarray(classifier, np.float32).T, labels)
   model_name, pretrained = benchmark.model_names(ctx)
   benchmark.write_clip_benchmark(ctx.workdir, dataset=name, model=model_name, pretrained=pretrained,
                                  task="zeroshot_classification", metrics=metrics)

@@ -273,8 +273,10 @@ class Trainer:
     self.state = state
     counts = pipeline.data_counters(data)
     if counts and jax.process_index() == 0:
-      print(f"mmjax: data: {counts['data_bad']} bad examples skipped of {counts['data_seen']} read (this process; "
-            f"train/data_bad in metrics.jsonl)", flush=True)
+      dropped = (f", and {counts['data_dropped']} rows without a path or caption dropped when the file was read"
+                 if counts.get("data_dropped") else "")
+      print(f"mmjax: data: {counts['data_bad']} bad examples skipped of {counts['data_seen']} read{dropped} (this "
+            f"process; train/data_bad in metrics.jsonl)", flush=True)
     return results
 
   def _next_batch(self, data, step: int, last_saved: int | None) -> dict:

@@ -191,7 +191,7 @@ def prepare(name: str, *, manual_dir=None, data_dir=None, skip_bad: bool = False
   return b
 
 
-MODULES = ("flickr8k", "avmnist", "mosi", "cifar10_test")
+MODULES = ("flickr8k", "avmnist", "mosi", "cifar10_test", "cifar100")
 
 
 def _import_all() -> None:
