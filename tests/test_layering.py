@@ -74,16 +74,29 @@ def import_graph(root: str = ROOT, package: str = "mmjax") -> dict[str, set[str]
 
 
 def private_imports(root: str = ROOT, package: str = "mmjax") -> list[str]:
-  """'importer: from module import _name' for every private name a module imports from another mmjax module."""
+  """'importer: from module import _name' for every private name a module imports from another mmjax module, and
+  'importer: module._name' for every private attribute it reads of an mmjax module it imported by name
+  (`from mmjax.evals import generation` ... `generation._judge(ctx)`)."""
+  private = lambda n: n.startswith("_") and not n.startswith("__")
+  modules = _modules(root, package)
   out = []
-  for name, path in _modules(root, package).items():
+  for name, path in modules.items():
     with open(path) as f:
       tree = ast.parse(f.read(), path)
+    aliases = {}                                     # local name -> the mmjax module it is bound to
     for node in ast.walk(tree):
       if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith(package):
         for a in node.names:
-          if a.name.startswith("_") and not a.name.startswith("__"):
+          if private(a.name):
             out.append(f"{name}: from {node.module} import {a.name}")
+          if f"{node.module}.{a.name}" in modules:
+            aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+      elif isinstance(node, ast.Import):
+        aliases.update({a.asname: a.name for a in node.names if a.asname and a.name in modules})
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+          and aliases[node.value.id] != name and private(node.attr)):
+        out.append(f"{name}: {aliases[node.value.id]}.{node.attr}")
   return out
 
 
@@ -223,5 +236,8 @@ def test_checker_fails_on_a_bad_import_in_a_copy(tmp_path):
   assert any("mmjax.layers.mlp" in c for c in find_cycles(g))   # the loop reaches mlp through the models
   with open(tmp_path / "mmjax" / "evals" / "masked_evals.py", "a") as f:
     f.write("\n\ndef _bad():\n  from mmjax.evals.clip_evals import _zero_shot_data_arrays  # noqa\n")
-  assert ("mmjax.evals.masked_evals: from mmjax.evals.clip_evals import _zero_shot_data_arrays"
-          in private_imports(str(tmp_path)))
+  with open(tmp_path / "mmjax" / "evals" / "vqa_evals.py", "a") as f:
+    f.write("\n\ndef _bad2(ctx):\n  from mmjax.evals import clip_evals as ce\n  return ce._zero_shot_data_arrays(ctx)\n")
+  found = private_imports(str(tmp_path))
+  assert "mmjax.evals.masked_evals: from mmjax.evals.clip_evals import _zero_shot_data_arrays" in found
+  assert "mmjax.evals.vqa_evals: mmjax.evals.clip_evals._zero_shot_data_arrays" in found

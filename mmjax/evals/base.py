@@ -1,6 +1,7 @@
 """What every evaluator shares: the context it gets (`EvalContext`), the table of the `evals.*` config keys it
-declares (`EVAL_KEYS`), the stand-in tokenizer of runs on data without text (`NoTokenizer`), and the data and
-batching helpers more than one evaluator uses (`eval_arrays`, `batched_apply`).
+declares (`EVAL_KEYS`), the stand-in tokenizer of runs on data without text (`NoTokenizer`), the compiled predict
+functions kept for the whole run (`predict_fn`, `apply_fn`: a periodic evaluation compiles once per run, not once
+per call) and the data and batching helpers more than one evaluator uses (`eval_arrays`, `batched_apply`).
 
 An evaluator is `fn(params, ctx: EvalContext) -> dict[str, float]`, registered by name in mmjax.registry.EVALUATORS;
 its module may add `EVAL_KEYS[name] = {key: default}` for the `evals.*` keys it reads beyond the base config's.
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
+import math
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
+from mmjax.mesh import AXES, BATCH_SPEC
 
 EVAL_KEYS: dict[str, dict[str, Any]] = {}   # evaluator name -> {evals.<key>: default}
 
@@ -49,15 +53,67 @@ class NoTokenizer:
                      f"text, so the run has none; remove {self._evaluator!r} from config key evals.names")
 
 
+def shard_batch(tree, mesh):
+  """Arrays [B, ...] (a pytree; every process holds the same full values, as eval data is read whole by each) ->
+  global jax.Arrays on `mesh`: B split over the batch axes ("data", "fsdp") as the training batch is when it
+  divides by their size, else replicated. mesh None: the tree unchanged."""
+  if mesh is None:
+    return tree
+  n = math.prod(mesh.shape[a] for a in AXES)
+
+  def put(x):
+    x = np.asarray(x)
+    x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+    spec = BATCH_SPEC if x.ndim and x.shape[0] % n == 0 else P()
+    return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec), lambda idx: x[idx])
+
+  return jax.tree.map(put, tree)
+
+
+def predict_fn(ctx, name: str, fn: Callable, static: tuple = (), batch_argnums: Sequence[int] = (1,)) -> Callable:
+  """`jax.jit(fn)` built once per run and reused by every later evaluation: kept in ctx.cache under (name, static)
+  while ctx.model and ctx.mesh stay the same (a new model or mesh rebuilds it), so a periodic evaluation compiles
+  nothing new after its first call (same shapes). `fn` may close over ctx.model and the values in `static` only.
+
+  With a mesh, the returned function places its arguments at `batch_argnums` (arrays [B, ...] or pytrees of them)
+  with `shard_batch` and jit takes the in-shardings from the placed arguments (params keep the train state's
+  sharding); outputs come back replicated over the mesh (readable on every process). Other arguments (PRNG keys)
+  are passed as they are."""
+  key = ("predict_fn", name, *static)
+  cached = ctx.cache.get(key)
+  if cached is not None and cached[0] is ctx.model and cached[1] is ctx.mesh:
+    return cached[2]
+  mesh = ctx.mesh
+  jitted = jax.jit(fn) if mesh is None else jax.jit(fn, out_shardings=NamedSharding(mesh, P()))
+
+  def call(*args):
+    args = [shard_batch(a, mesh) if i in batch_argnums else a for i, a in enumerate(args)]
+    return jitted(*args)
+
+  ctx.cache[key] = (ctx.model, mesh, call)
+  return call
+
+
+def apply_fn(ctx, method: str, prep: Callable | None = None) -> Callable:
+  """(params, x [B, ...]) -> ctx.model.apply({"params": params}, x, method=method), as a `predict_fn` shared by
+  every evaluator that calls `method` (e.g. "encode_image" [B, H, W, 3] -> [B, E]); `prep`, a module-level
+  function applied to x first (named in the cache key), e.g. linear_probe.to_model_range."""
+  model = ctx.model
+  name = f"{method}:{prep.__module__}.{prep.__qualname__}" if prep is not None else method
+  prep = prep or (lambda x: x)
+  return predict_fn(ctx, "apply", lambda p, x: model.apply({"params": p}, prep(x), method=method), static=(name,))
+
+
 def batched_apply(fn, params, x: np.ndarray, batch_size: int) -> jax.Array:
-  """fn(params, x[i:i+bs]) over x, padding the last chunk so that one compiled shape serves all."""
+  """fn(params, x[i:i+bs]) over x [N, ...] -> [N, ...], padding the last chunk so that one compiled shape serves
+  all (chunks are passed as NumPy arrays: a `predict_fn` places them on the mesh)."""
   out = []
   for i in range(0, len(x), batch_size):
-    chunk = x[i:i + batch_size]
+    chunk = np.asarray(x[i:i + batch_size])
     n = len(chunk)
     if n < batch_size:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, axis=0)])
-    out.append(fn(params, jnp.asarray(chunk))[:n])
+    out.append(fn(params, chunk)[:n])
   return jnp.concatenate(out)
 
 

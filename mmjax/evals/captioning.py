@@ -177,7 +177,7 @@ def shapes_attribute_scores(captions: Sequence[str], arrays: dict) -> dict[str, 
 def captioning_eval(params, ctx) -> dict[str, float]:
   from mmjax.decoding import caption_beam, caption_greedy
   from mmjax.evals import plots
-  from mmjax.evals.base import batched_apply, eval_arrays
+  from mmjax.evals.base import batched_apply, eval_arrays, predict_fn
   cfg, model = ctx.config, ctx.model
   if not hasattr(model, "decode_step"):
     raise MmjaxError(f"evaluator 'captioning' needs a captioning model (model.name='captioner'); got "
@@ -188,12 +188,10 @@ def captioning_eval(params, ctx) -> dict[str, float]:
   beam, alpha = int(cfg.evals.get("caption_beam_size", 1)), float(cfg.evals.get("caption_alpha", 0.6))
   if beam < 1:
     raise MmjaxError(f"evals.caption_beam_size={beam} must be >= 1 (1: greedy decoding)")
-  cached = ctx.cache.get("captioning_fn")
-  if cached is None or cached[0][0] is not model or cached[0][1:] != (beam, alpha):   # per model and setting
-    decode = ((lambda p, x: caption_greedy(model, p, x)) if beam == 1 else
-              (lambda p, x: caption_beam(model, p, x, beam_size=beam, alpha=alpha)[0]))
-    cached = ctx.cache["captioning_fn"] = ((model, beam, alpha), jax.jit(decode))
-  tokens = np.asarray(jax.device_get(batched_apply(cached[1], params, images, bs)))
+  decode = ((lambda p, x: caption_greedy(model, p, x)) if beam == 1 else
+            (lambda p, x: caption_beam(model, p, x, beam_size=beam, alpha=alpha)[0]))
+  decode = predict_fn(ctx, "captioning", decode, static=(beam, alpha))    # compiled once per run and setting
+  tokens = np.asarray(jax.device_get(batched_apply(decode, params, images, bs)))
   hyps = ctx.tokenizer.decode(tokens)
   refs: list[list[str]] = [[] for _ in range(len(images))]
   for cap, img in zip(arrays["caption"], np.asarray(arrays["txt_to_img"])):

@@ -29,7 +29,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import robustness as rb
-from mmjax.evals.base import EVAL_KEYS, NoTokenizer
+from mmjax.evals.base import EVAL_KEYS, NoTokenizer, predict_fn
 from mmjax.objectives import classify, get_objective
 from mmjax.registry import DATASETS, EVALUATORS
 
@@ -68,9 +68,12 @@ def eval_split(ctx) -> dict[str, np.ndarray]:
   return ctx.cache[key]
 
 
-def predictor(model, params, keys: tuple[str, ...], batch_size: int):
-  """inputs dict -> logits [N, C] (NumPy): jitted apply over fixed-size batches, the last one padded."""
-  apply = jax.jit(lambda p, xs, kw: model.apply({"params": p}, *xs, train=False, **kw))
+def predictor(ctx, params, keys: tuple[str, ...], batch_size: int):
+  """inputs dict of [N, ...] -> logits [N, C] (NumPy) of ctx.model: its apply (a `predict_fn`, compiled once per
+  run) over fixed-size batches, the last one padded."""
+  model = ctx.model
+  apply = predict_fn(ctx, "classification", lambda p, xs, kw: model.apply({"params": p}, *xs, train=False, **kw),
+                     batch_argnums=(1, 2))
   modalities = getattr(model, "modalities", None) or ()
 
   def predict(inputs: dict) -> np.ndarray:
@@ -104,7 +107,7 @@ def classification_eval(params, ctx) -> dict[str, float]:
   inputs = {k: v for k, v in arrays.items() if k in keys or k.endswith("_length")}
   labels = np.asarray(arrays["label"])
   bs = max(1, min(int(cfg.evals.batch_size), len(labels)))
-  predict = predictor(model, params, keys, bs)
+  predict = predictor(ctx, params, keys, bs)
   logits = predict(inputs)
   scores = f1_scores(logits.argmax(-1), labels, logits.shape[-1])
   results = {f"classification/{k}": v for k, v in scores.items()}

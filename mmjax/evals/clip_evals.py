@@ -5,11 +5,10 @@ Works for any two-tower model with `encode_image` / `encode_text` methods (CLIP,
 """
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from mmjax.data import image_folder, pipeline
-from mmjax.evals.base import batched_apply, eval_arrays
+from mmjax.evals.base import apply_fn, batched_apply, eval_arrays
 from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.evals.zero_shot import CIFAR_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
 from mmjax.registry import EVALUATORS
@@ -50,11 +49,10 @@ def _zero_shot_data_arrays(ctx, name: str):
 
 @EVALUATORS.register("clip")
 def clip_eval(params, ctx) -> dict[str, float]:
-  cfg, model = ctx.config, ctx.model
+  cfg = ctx.config
   arrays = eval_arrays(ctx)
   bs = min(cfg.evals.batch_size, len(arrays["image"]))
-  enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
-  enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
+  enc_img, enc_txt = apply_fn(ctx, "encode_image"), apply_fn(ctx, "encode_text")   # compiled once per run
   img = batched_apply(enc_img, params, arrays["image"], bs)
   results: dict[str, float] = {}
   if cfg.evals.retrieval:

@@ -10,8 +10,8 @@ On the first `evals.num_examples` test scenes with one object (data.min_shapes =
   mvae/baseline_nll_labels   log(number of label combinations): the labels are uniform and independent, so this is
       both the uniform model's NLL and the lower limit that -ELBO_labels can only approach.
   mvae/l2i_{shape,colour,both}_acc   labels -> image: z ~ q(z | labels), image = decoder mean; the CNN judge of
-      mmjax/evals/generation.py (trained on real train images) predicts shape and colour of the generated image,
-      scored against the requested labels;
+      mmjax/evals/judge.py (trained on real train images, as the "generation" evaluator's) predicts shape and
+      colour of the generated image, scored against the requested labels;
   mvae/prior_{shape,colour,both}_acc  the unconditional baseline: z ~ p(z) = N(0, I), judged against the same
       requested labels; mvae/judge_real_*: the judge on the real test images (trust check); chance_*: 1/6, 1/8, 1/48;
   mvae/i2l_<attribute>_acc   image -> labels: argmax of the label decoder at the mean of q(z | image), with
@@ -21,7 +21,6 @@ prior samples, captioned with the requested labels and the judge's reading of th
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -31,8 +30,8 @@ import numpy as np
 
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
-from mmjax.evals import generation
-from mmjax.evals.base import EVAL_KEYS
+from mmjax.evals import judge as judge_lib
+from mmjax.evals.base import EVAL_KEYS, predict_fn
 from mmjax.models.mvae import NUM_CLASSES
 from mmjax.objectives import mvae as mvae_obj
 from mmjax.registry import EVALUATORS
@@ -59,7 +58,8 @@ def _arrays(ctx, split: str, n: int) -> dict:
 
 
 def _batched(fn, inputs: dict, bs: int, *extra) -> dict:
-  """Runs fn(chunk_dict, b, *extra) -> dict of [bs, ...] over fixed-size chunks (last padded), concatenated."""
+  """Runs fn(chunk_dict, b, *extra) -> dict of [bs, ...] over fixed-size chunks (last padded), concatenated
+  (chunks are NumPy: the `predict_fn`s place them on the mesh)."""
   n = len(next(iter(inputs.values())))
   outs = []
   for b, i in enumerate(range(0, n, bs)):
@@ -67,13 +67,15 @@ def _batched(fn, inputs: dict, bs: int, *extra) -> dict:
     m = len(next(iter(chunk.values())))
     if m < bs:
       chunk = {k: np.concatenate([v, np.repeat(v[-1:], bs - m, axis=0)]) for k, v in chunk.items()}
-    out = jax.device_get(fn({k: jnp.asarray(v) for k, v in chunk.items()}, b, *extra))
+    out = jax.device_get(fn(chunk, b, *extra))
     outs.append({k: np.asarray(v)[:m] for k, v in out.items()})
   return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-@functools.lru_cache(maxsize=4)
-def _fns(model):
+def _fns(ctx):
+  """(elbo, generate) predict functions of ctx.model: (params, batch of [B, ...], rng) -> dict of [B, ...]."""
+  model = ctx.model
+
   def elbo(params, batch, rng):
     return mvae_obj.elbo_terms(params, model, batch, rng, label_weight=1.0, beta=1.0)
 
@@ -91,7 +93,7 @@ def _fns(model):
     out.update({f"i2l_{a}": jnp.argmax(lg, -1) for a, lg in logits.items()})
     return out
 
-  return jax.jit(elbo), jax.jit(generate)
+  return predict_fn(ctx, "mvae_elbo", elbo), predict_fn(ctx, "mvae_generate", generate)
 
 
 @EVALUATORS.register("mvae")
@@ -111,7 +113,7 @@ def mvae_eval(params, ctx) -> dict[str, float]:
   keys = ("image", *model.attributes)
   batch = {k: np.asarray(arrays[k])[keep] for k in keys}
   bs = max(1, min(int(cfg.evals.batch_size), len(keep)))
-  elbo_fn, gen_fn = _fns(model)
+  elbo_fn, gen_fn = _fns(ctx)
   base = jax.random.PRNGKey(int(cfg.evals.gen_seed))
   results: dict[str, float] = {}
 
@@ -134,14 +136,14 @@ def mvae_eval(params, ctx) -> dict[str, float]:
 
   # cross-modal generation and inference
   gen = _batched(lambda c, b: gen_fn(params, c, jax.random.fold_in(jax.random.fold_in(base, 10_000), b)), batch, bs)
-  judge, jparams = generation._judge(ctx)
+  judge, jparams = judge_lib.shapes_judge(ctx, "mvae")
   first = lambda y: y[:, 0] if y.ndim == 2 else y
   shape, colour = first(np.asarray(arrays["shape"])[keep]), first(np.asarray(arrays["colour"])[keep])
   preds = {}
   for name in ("cond", "prior", "real"):
     images = np.asarray(batch["image"]) if name == "real" else np.clip(gen[name], -1.0, 1.0)
-    preds[name] = generation.judge_predict(judge, jparams, images)
-    scores = generation.faithfulness(*preds[name], shape, colour)
+    preds[name] = judge_lib.judge_predict(judge, jparams, images)
+    scores = judge_lib.faithfulness(*preds[name], shape, colour)
     prefix = {"cond": "l2i", "prior": "prior", "real": "judge_real"}[name]
     results.update({f"{prefix}_{k}": v for k, v in scores.items()})
   results.update(chance_shape=1 / NUM_CLASSES["shape"], chance_colour=1 / NUM_CLASSES["colour"],

@@ -266,8 +266,8 @@ def to_model_range(images: jax.Array) -> jax.Array:
 def image_features(params, ctx, images: np.ndarray) -> np.ndarray:
   """`model.encode_image` of images [N, H, W, 3] (float in [-1, 1] or uint8) in batches of evals.batch_size ->
   float32 [N, D]."""
-  from mmjax.evals.base import batched_apply
-  fn = jax.jit(lambda p, x: ctx.model.apply({"params": p}, to_model_range(x), method="encode_image"))
+  from mmjax.evals.base import apply_fn, batched_apply
+  fn = apply_fn(ctx, "encode_image", prep=to_model_range)   # compiled once per run (per image dtype)
   bs = min(int(ctx.config.evals.batch_size), len(images))
   return np.asarray(batched_apply(fn, params, images, bs), np.float32)
 

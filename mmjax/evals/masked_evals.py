@@ -18,7 +18,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import plots
-from mmjax.evals.base import eval_arrays
+from mmjax.evals.base import eval_arrays, predict_fn
 from mmjax.objectives import get_objective
 from mmjax.registry import EVALUATORS
 
@@ -39,7 +39,8 @@ def masked_eval(params, ctx) -> dict[str, float]:
   arrays = _test_batch(ctx)
   n = len(arrays["image"]) if "image" in arrays else len(arrays["tokens"])
   bs = min(int(cfg.evals.batch_size), n)
-  fn = jax.jit(lambda p, b, r: objective.loss_fn(p, b, r, model=model, train=False)[1])
+  fn = predict_fn(ctx, "masked", lambda p, b, r: objective.loss_fn(p, b, r, model=model, train=False)[1],
+                  static=(str(cfg.objective),))
   totals: dict[str, float] = {}
   chunks = n // bs
   for i in range(chunks):
@@ -61,8 +62,9 @@ def reconstruction_eval(params, ctx) -> dict[str, float]:
   k = min(int(cfg.evals.get("recon_images", 8)), len(arrays["image"]))
   inputs = [arrays[key][:k] for key in objective.batch_keys]
   # Jitted: run eagerly, the model's forward pass is hundreds of small compiled ops (~8 s of a test's 20).
-  fn = jax.jit(lambda p, rng, *x: model.apply({"params": p}, *x, rngs={"mask": rng}, method="reconstruct"))
-  out = jax.device_get(fn(params, jax.random.PRNGKey(EVAL_SEED), *inputs))
+  fn = predict_fn(ctx, "reconstruction", lambda p, x, rng: model.apply({"params": p}, *x, rngs={"mask": rng},
+                                                                       method="reconstruct"))
+  out = jax.device_get(fn(params, inputs, jax.random.PRNGKey(EVAL_SEED)))
   mask = np.asarray(out["mask"])
   results = {"reconstruction/mask_ratio": float(mask.mean())}
   if ctx.workdir is None or jax.process_index() != 0:

@@ -17,13 +17,12 @@ Results: retrieval_suite/<name>/{image,text}_retrieval_recall@{1,5,10}.
 """
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from mmjax.data import karpathy, pipeline  # noqa: F401  (pipeline registers every data set)
 from mmjax.errors import MmjaxError
 from mmjax.evals import benchmark
-from mmjax.evals.base import EVAL_KEYS, batched_apply
+from mmjax.evals.base import EVAL_KEYS, apply_fn, batched_apply
 from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.registry import DATASETS, EVALUATORS
 
@@ -56,7 +55,7 @@ def sources(ctx) -> list[tuple[str, object]]:
 
 
 def evaluate(params, ctx, name: str, src) -> dict[str, float]:
-  cfg, model = ctx.config, ctx.model
+  cfg = ctx.config
   n = len(src) if not int(cfg.evals.get("retrieval_limit", 0)) else min(len(src), int(cfg.evals.retrieval_limit))
   bs, size = int(cfg.evals.batch_size), int(cfg.data.image_size)
   captions: list[list[str]] = [None] * n
@@ -68,8 +67,7 @@ def evaluate(params, ctx, name: str, src) -> dict[str, float]:
     captions[i] = list(ex["captions"])
     return benchmark.center_crop_resize(ex["image"], size)
 
-  enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
-  enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
+  enc_img, enc_txt = apply_fn(ctx, "encode_image"), apply_fn(ctx, "encode_text")   # compiled once per run
   img = benchmark.encode_images(enc_img, params, load, n, min(bs, n),
                                 cfg.evals.get("suite_image_norm", "minus_one_one"))
   texts = [c for cs in captions for c in cs]

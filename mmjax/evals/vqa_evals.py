@@ -56,7 +56,7 @@ def vqa_eval(params, ctx) -> dict[str, float]:
   inputs = {k: v for k, v in arrays.items() if k in keys or k.endswith("_length")}
   labels, qtype = np.asarray(arrays["label"]), np.asarray(arrays["qtype"])
   bs = max(1, min(int(cfg.evals.batch_size), len(labels)))
-  logits = predictor(model, params, keys, bs)(inputs)
+  logits = predictor(ctx, params, keys, bs)(inputs)
   results = per_type_accuracy(logits.argmax(-1), labels, qtype, QTYPES)
 
   n_train = int(cfg.evals.get("prior_train_examples", 5000))

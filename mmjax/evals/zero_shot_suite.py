@@ -26,13 +26,12 @@ from __future__ import annotations
 import os
 import re
 
-import jax
 import numpy as np
 
 from mmjax.data import image_folder, imagenet
 from mmjax.errors import MmjaxError
 from mmjax.evals import benchmark
-from mmjax.evals.base import EVAL_KEYS, batched_apply
+from mmjax.evals.base import EVAL_KEYS, apply_fn, batched_apply
 from mmjax.evals.zero_shot import build_classifier
 from mmjax.registry import EVALUATORS
 
@@ -111,7 +110,7 @@ def tfds_skip():
 
 
 def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
-  cfg, model = ctx.config, ctx.model
+  cfg = ctx.config
   data = _Classification(ctx, what)
   classnames = (benchmark.read_lines(cfg.evals.zs_classnames, "class name (evals.zs_classnames)")
                 if cfg.evals.get("zs_classnames", "") else data.classnames)
@@ -122,8 +121,7 @@ def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
   n, limit = data.n, int(cfg.evals.get("zs_limit", 0))
   index = np.unique(np.linspace(0, n - 1, limit).astype(int)) if 0 < limit < n else np.arange(n)
   bs, size = int(cfg.evals.batch_size), int(cfg.data.image_size)
-  enc_img = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
-  enc_txt = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
+  enc_img, enc_txt = apply_fn(ctx, "encode_image"), apply_fn(ctx, "encode_text")   # compiled once per run
   labels = np.zeros(len(index), np.int64)
 
   def load(i: int) -> np.ndarray:          # each image once, in order; its label read with it
