@@ -6,8 +6,6 @@ AV-MNIST) runs without a tokenizer (`Trainer.tokenizer` is None; its checkpoints
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import zlib
 from typing import Any
@@ -27,12 +25,13 @@ from mmjax.registry import DATASETS
 from mmjax.train import checkpoint as ckpt_lib
 from mmjax.train import init_from as init_from_lib
 from mmjax.train import optim, sharding
+from mmjax.train import run as run_lib
 from mmjax.train import teacher as teacher_lib
-from mmjax.train.metrics import MetricWriter, StepTimer
-from mmjax.train.preemption import Preempted, PreemptionGuard, stop_requested
+from mmjax.train.metrics import MetricWriter
+from mmjax.train.preemption import PreemptionGuard
 from mmjax.train.state import TrainState
 from mmjax.train.step import make_train_step
-from mmjax.train.workdir import atomic_write, check_workdir
+from mmjax.train.workdir import check_workdir
 
 
 def _get(config, key: str) -> Any:
@@ -147,7 +146,8 @@ def fingerprint(batch: dict[str, np.ndarray]) -> float:
 
 
 class Trainer:
-  """Builds everything a run needs; `train()` runs it, `evaluate()` scores the latest checkpoint."""
+  """Builds everything a run needs; `train()` runs it (through the one loop body, mmjax/train/run.py, as its
+  `Task`), `evaluate()` scores the latest checkpoint."""
 
   def __init__(self, config, workdir: str):
     # Every config check runs before anything is written or compiled.
@@ -210,71 +210,66 @@ class Trainer:
 
     `guard`: an already-entered PreemptionGuard (`mmjax.main` enters one before building the Trainer, so that a
     signal during start-up or compilation also stops the run cleanly); by default one is entered here.
+    The loop body is `mmjax.train.run.train`, with this Trainer as its `Task` (the hooks below).
     """
     config, mesh = self.config, self.mesh
     step_fn = make_train_step(self.objective, self.model, self.tx, self.schedule,
                               grad_accum_steps=config.grad_accum_steps, mesh=mesh)
     replicated = sharding.replicated(mesh)
-    train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, sharding.batch_sharding(mesh)),
-                         out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+    self._step_fn = jax.jit(step_fn, in_shardings=(self.state_shardings, sharding.batch_sharding(mesh)),
+                            out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
     data = pipeline.make_train_iterator(
         config.data, self.tokenizer, global_batch_size=config.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count())
     if self.data_state is not None:
       data.set_state(self.data_state)
-    self._data = data
-    if jax.process_index() == 0:
-      atomic_write(os.path.join(self.workdir, "config.json"), json.dumps(json.loads(self.meta()["config"]), indent=1))
-    writer = MetricWriter(self.workdir, total_steps=config.total_steps, enabled=jax.process_index() == 0,
-                          progress_bar=config.progress_bar, initial_step=self.start_step)
-    pending: list[tuple[int, dict[str, Any], float]] = []
-    last_saved = self.start_step if self.restored is not None else None
-    state, spec, results, timer = self.state, None, {}, StepTimer()
-    if self.start_step >= config.total_steps:
-      if jax.process_index() == 0:
-        print(f"mmjax: {self.workdir} already finished {self.start_step} steps (total_steps="
-              f"{config.total_steps}); evaluating the last checkpoint", flush=True)
-      results = self.run_evals(state.params, self.start_step, writer)
-    # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py); with
-    # several processes, all of them stop after the same step (stop_requested, every preemption_check_every steps).
-    # Under the run's mesh, so that objectives with explicit collectives (shard_map) see its axes.
-    with (contextlib.nullcontext(guard) if guard is not None else PreemptionGuard()) as guard, jax.set_mesh(mesh):
-      for step in range(self.start_step, config.total_steps):
-        local = self._next_batch(data, step, last_saved)
-        if spec is None:
-          spec = batch_spec(local)
-        check_batch(local, spec, step)
-        state, metrics = train_step(state, sharding.global_batch(local, mesh))
-        pending.append((step + 1, metrics, fingerprint(local)))
-        if len(pending) >= 2:
-          # At most one step in flight: the host prepares batch k+1 while the device runs step k, but never runs
-          # further ahead, so a stop signal is acted on within about one step (async dispatch could otherwise
-          # queue log_every steps, and the signal would wait for all of them: beyond a preemption grace period).
-          jax.block_until_ready(pending[-2][1]["loss"])
-        done = step + 1
-        writer.update_progress(done)
-        last = done == config.total_steps
-        if done % config.log_every == 0 or last:
-          self._flush(pending, writer, last_saved, timer)
-        if done % config.checkpoint_every == 0 or last:
-          self._flush(pending, writer, last_saved, timer)
-          with timer.excluded():            # steps_per_s counts the steps' time, not the checkpoint's
-            self.ckpt.save(done, state, data.get_state(), self.meta())
-          last_saved = done
-        if stop_requested(guard, done, config.preemption_check_every):
-          self.state = state
-          self._preempt(guard, done, state, data, pending, writer, last_saved, timer)
-        if (config.eval_every and done % config.eval_every == 0) or last:
-          with timer.excluded():            # nor the evaluation's
-            results = self.run_evals(state.params, done, writer)
-    self.ckpt.close()
-    writer.close()
-    self.state = state
+    self._data, self._spec = data, None
+    results = run_lib.train(self, guard)
     counts = pipeline.data_counters(data)
     if counts and jax.process_index() == 0:
       print(f"mmjax: data: {counts['data_bad']} bad examples skipped of {counts['data_seen']} read (this process; "
             f"train/data_bad in metrics.jsonl)", flush=True)
     return results
+
+  # The Task hooks (mmjax/train/task.py) of the loop body.
+  unit = "step"
+
+  @property
+  def eval_every(self) -> int:
+    return self.config.eval_every
+
+  def context(self):
+    return jax.set_mesh(self.mesh)
+
+  def next_input(self, step: int, last_saved: int | None) -> tuple[Any, float]:
+    """The next batch, checked against the first one's shapes and placed on the mesh, and its fingerprint."""
+    local = self._next_batch(self._data, step, last_saved)
+    if self._spec is None:
+      self._spec = batch_spec(local)
+    check_batch(local, self._spec, step)
+    return sharding.global_batch(local, self.mesh), fingerprint(local)
+
+  def train_step(self, state, batch):
+    return self._step_fn(state, batch)
+
+  def input_state(self, step: int):
+    return self._data.get_state()
+
+  def row(self, step: int, fp: float) -> dict[str, float]:
+    return {"batch_fingerprint": fp}
+
+  def rate(self, n: int, elapsed: float) -> dict[str, float]:
+    return {"steps_per_s": n / max(elapsed, 1e-9), **pipeline.data_counters(self._data)}
+
+  def progress(self, metrics) -> dict[str, float]:
+    return {"loss": float(metrics["loss"]), "lr": float(metrics["lr"])}
+
+  def nonfinite_message(self, step: int, m, where: str) -> str:
+    return (f"non-finite loss at step {step} (loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])}); "
+            f"stopped, {where}; lower optim.lr or set optim.clip_grad_norm")
+
+  def eval_state(self, state, step: int, writer: MetricWriter) -> dict[str, float]:
+    return self.run_evals(state.params, step, writer)
 
   def _next_batch(self, data, step: int, last_saved: int | None) -> dict:
     """The next batch; a failing data worker (an exception, or a worker process that died) stops the run with
@@ -290,42 +285,6 @@ class Trainer:
   def _ckpt_hint(self, last_saved: int | None) -> str:
     return (f"the last checkpoint is step {last_saved} in {self.ckpt.directory}; fix the data and rerun to "
             f"resume" if last_saved else "no checkpoint was written")
-
-  def _preempt(self, guard: PreemptionGuard, done: int, state, data, pending, writer, last_saved, timer) -> None:
-    """Stops at step `done` on request: flushes metrics, saves (unless just saved), commits, raises `Preempted`."""
-    self._flush(pending, writer, last_saved, timer)  # the non-finite guard applies: never checkpoint a NaN state
-    if last_saved != done:
-      self.ckpt.save(done, state, data.get_state(), self.meta())
-    self.ckpt.close()  # waits until the checkpoint is committed
-    writer.close()
-    raise Preempted(f"preempted by {guard.signal_name} at step {done}; checkpoint saved to "
-                    f"{self.ckpt.directory}/{done}; rerun the same command to resume", step=done,
-                    signal_name=guard.signal_name or "SIGTERM")
-
-  def _flush(self, pending, writer, last_saved, timer: StepTimer) -> None:
-    """Fetches buffered step metrics (one host sync), stops on the first non-finite step, writes the rest with
-    `steps_per_s` over the window's step time (`timer.lap()`: checkpoint and eval time taken out)."""
-    if not pending:
-      return
-    fetched = jax.device_get([m for _, m, _ in pending])
-    elapsed = timer.lap()                     # the window's steps are done (their metrics fetched)
-    for (step, _, fp), m in zip(pending, fetched):
-      if not m["finite"]:
-        self.ckpt.wait()
-        where = (f"the last good checkpoint is step {last_saved} in {self.ckpt.directory}" if last_saved
-                 else "no checkpoint was written")
-        raise MmjaxError(f"non-finite loss at step {step} (loss={float(m['loss'])}, grad_norm="
-                         f"{float(m['grad_norm'])}); stopped, {where}; lower optim.lr or set optim.clip_grad_norm")
-    n = len(pending)
-    for (step, _, fp), m in zip(pending, fetched):
-      row = {k: float(v) for k, v in m.items() if k != "finite"}
-      row["batch_fingerprint"] = fp
-      if step == pending[-1][0]:
-        row["steps_per_s"] = n / max(elapsed, 1e-9)
-        row.update(pipeline.data_counters(self._data) if getattr(self, "_data", None) is not None else {})
-      writer.write(step, row, prefix="train")
-    writer.update_progress(pending[-1][0], {"loss": float(fetched[-1]["loss"]), "lr": float(fetched[-1]["lr"])})
-    pending.clear()
 
   # ---------------------------------------------------------------- eval
   def run_evals(self, params, step: int, writer: MetricWriter | None = None) -> dict[str, float]:
@@ -343,4 +302,3 @@ class Trainer:
                        f"model.init_from")
     with MetricWriter(self.workdir, total_steps=0, enabled=jax.process_index() == 0, progress_bar=False) as writer:
       return self.run_evals(self.state.params, self.start_step, writer)
-
