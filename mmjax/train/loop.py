@@ -167,7 +167,8 @@ class Trainer:
     self._build_state()
 
   # ---------------------------------------------------------------- state
-  def _init_state(self, rng, inputs, kwargs=None) -> TrainState:
+  def init_state(self, rng, inputs, kwargs=None) -> TrainState:
+    """A fresh train state of the model for the model inputs `inputs` (+ keyword inputs `kwargs`)."""
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
     params = self.model.init({"params": params_rng, "dropout": dropout_rng}, *inputs, **(kwargs or {}),
                              train=False)["params"]
@@ -178,13 +179,14 @@ class Trainer:
     self.model = teacher_lib.attach(self.model, sample)   # a distillation student's frozen teacher, read once here
     inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample, self.model)]
     kwargs = jax.tree.map(jnp.asarray, model_kwargs(self.model, sample))
+    self._init_inputs = (inputs, kwargs)
     rng = jax.random.PRNGKey(self.config.seed)
-    abstract = jax.eval_shape(self._init_state, rng, inputs, kwargs)
+    abstract = jax.eval_shape(self.init_state, rng, inputs, kwargs)
     self.state_shardings = sharding.shardings(abstract, self.mesh, self.config.sharding_rules)
     self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, self.state_shardings))
     init_from = self.config.model.get("init_from", "") or ""
     if self.restored is None:
-      init = jax.jit(self._init_state, out_shardings=self.state_shardings)
+      init = jax.jit(self.init_state, out_shardings=self.state_shardings)
       self.state, self.data_state, self.start_step = init(rng, inputs, kwargs), None, 0
       if init_from:      # the loaded values, then a fresh optimizer state for them
         params = init_from_lib.load_into(self.state.params, init_from, self.config.model.get("init_from_keys", ""))
@@ -199,6 +201,13 @@ class Trainer:
     if jax.process_index() == 0 and self.config.print_sharding:
       print(f"mmjax: train state placement on mesh {dict(self.mesh.shape)}\n"
             f"{sharding.sharding_table(abstract, self.state_shardings)}", flush=True)
+
+  def init_params(self, seed: int):
+    """The model's parameters at initialisation with `seed`, as a fresh run of this config with `seed` starts
+    (before model.init_from is applied): e.g. the random-init baselines of a report."""
+    inputs, kwargs = self._init_inputs
+    init = jax.jit(self.init_state, out_shardings=self.state_shardings)
+    return init(jax.random.PRNGKey(seed), inputs, kwargs).params
 
   def meta(self) -> dict[str, Any]:
     return {"config": ckpt_lib.config_json(self.config),
