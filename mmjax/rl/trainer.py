@@ -21,6 +21,7 @@ from mmjax.rl.envs.shapes_world import NUM_ACTIONS, WORDS, ShapesWorld, config_f
 from mmjax.rl.grounding import grounding_report
 from mmjax.rl.networks import ActorCritic
 from mmjax.rl.ppo import PPO, PPOConfig
+from mmjax.train import best as best_lib
 from mmjax.train import checkpoint as ckpt_lib
 from mmjax.train import run as run_lib
 from mmjax.train.metrics import MetricWriter
@@ -55,7 +56,8 @@ class PPOTrainer:
     rng = jax.random.PRNGKey(config.seed)
     abstract = jax.eval_shape(self.algo.init, rng)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: device, abstract)))
+    self._abstract = ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: device, abstract))
+    self.restored = self.ckpt.restore(self._abstract)
     if self.restored is None:
       self.runner, self.start_step = jax.jit(self.algo.init)(rng), 0
     else:
@@ -125,8 +127,14 @@ class PPOTrainer:
       writer.write_summary(results, prefix=f"eval (update {step}, {ev.num_episodes} episodes per condition)")
     return results
 
-  def evaluate(self) -> dict[str, float]:
-    if self.restored is None:
+  def evaluate(self, best: bool = False) -> dict[str, float]:
+    """Scores the latest checkpoint (`best`: the one config.select_best kept, workdir/best.json)."""
+    if best:
+      step = best_lib.best_step(self.workdir)
+      params = self.ckpt.restore(self._abstract, step=best_lib.check_kept(self.ckpt, step))[1].params
+    elif self.restored is None:
       raise MmjaxError(f"no checkpoint in {self.ckpt.directory} to evaluate; train first (--mode train)")
+    else:
+      step, params = self.start_step, self.runner.params
     with MetricWriter(self.workdir, total_steps=0, progress_bar=False) as writer:
-      return self.run_evals(self.runner.params, self.start_step, writer)
+      return self.run_evals(params, step, writer)

@@ -22,6 +22,7 @@ from mmjax.evals import runner as eval_runner
 from mmjax.models import build_model
 from mmjax.objectives import classify, get_objective
 from mmjax.registry import DATASETS
+from mmjax.train import best as best_lib
 from mmjax.train import checkpoint as ckpt_lib
 from mmjax.train import init_from as init_from_lib
 from mmjax.train import optim, sharding
@@ -147,12 +148,13 @@ def fingerprint(batch: dict[str, np.ndarray]) -> float:
 
 class Trainer:
   """Builds everything a run needs; `train()` runs it (through the one loop body, mmjax/train/run.py, as its
-  `Task`), `evaluate()` scores the latest checkpoint."""
+  `Task`), `evaluate()` scores the latest checkpoint (or, `best=True`, the one config.select_best kept)."""
 
   def __init__(self, config, workdir: str):
     # Every config check runs before anything is written or compiled.
     config_lib.check_keys(config, config_schema(config))
     check_model_data(config)
+    best_lib.check_config(config)
     self.mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.batch_size, self.mesh, jax.process_count())
     sharding.check_grad_accum(config.grad_accum_steps, config.batch_size, self.mesh)
@@ -183,7 +185,8 @@ class Trainer:
     rng = jax.random.PRNGKey(self.config.seed)
     abstract = jax.eval_shape(self.init_state, rng, inputs, kwargs)
     self.state_shardings = sharding.shardings(abstract, self.mesh, self.config.sharding_rules)
-    self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, self.state_shardings))
+    self._abstract = ckpt_lib.abstract_like(abstract, self.state_shardings)
+    self.restored = self.ckpt.restore(self._abstract)
     init_from = self.config.model.get("init_from", "") or ""
     if self.restored is None:
       init = jax.jit(self.init_state, out_shardings=self.state_shardings)
@@ -304,10 +307,16 @@ class Trainer:
       writer.write_summary(results, prefix=f"eval (step {step})")
     return results
 
-  def evaluate(self) -> dict[str, float]:
-    """Scores the latest checkpoint; without one, the model.init_from parameters (e.g. an imported OpenCLIP)."""
-    if self.restored is None and not self.config.model.get("init_from", ""):
+  def evaluate(self, best: bool = False) -> dict[str, float]:
+    """Scores the latest checkpoint; without one, the model.init_from parameters (e.g. an imported OpenCLIP).
+    `best`: the checkpoint that config.select_best kept (workdir/best.json) instead."""
+    if best:
+      step = best_lib.best_step(self.workdir)
+      params = self.ckpt.restore(self._abstract, step=best_lib.check_kept(self.ckpt, step))[1].params
+    elif self.restored is None and not self.config.model.get("init_from", ""):
       raise MmjaxError(f"no checkpoint in {self.ckpt.directory} to evaluate; train first (--mode train) or set "
                        f"model.init_from")
+    else:
+      step, params = self.start_step, self.state.params
     with MetricWriter(self.workdir, total_steps=0, enabled=jax.process_index() == 0, progress_bar=False) as writer:
-      return self.run_evals(self.state.params, self.start_step, writer)
+      return self.run_evals(params, step, writer)

@@ -6,7 +6,7 @@ Per step: the task's input, its (dispatched) step, the metrics buffered with at 
 log_every steps (and at the last) the buffer is fetched and written (`flush`: the non-finite guard, steps-per-second
 over the window's step time); every checkpoint_every steps (and at the last) a checkpoint; a stop request (SIGTERM /
 SIGINT, agreed by all processes) saves and raises `Preempted`; evaluations every `task.eval_every` steps and at the
-last.
+last, each compared for the best checkpoint when config.select_best is set (mmjax/train/best.py).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from mmjax.errors import MmjaxError
+from mmjax.train.best import Best
 from mmjax.train.metrics import MetricWriter, StepTimer
 from mmjax.train.preemption import Preempted, PreemptionGuard, stop_requested
 from mmjax.train.task import Task
@@ -35,6 +36,7 @@ def train(task: Task, guard: PreemptionGuard | None = None) -> dict[str, float]:
     atomic_write(os.path.join(task.workdir, "config.json"), json.dumps(json.loads(task.meta()["config"]), indent=1))
   writer = MetricWriter(task.workdir, total_steps=config.total_steps, enabled=jax.process_index() == 0,
                         progress_bar=config.progress_bar, initial_step=task.start_step)
+  best = Best.of(config, task.workdir, ckpt)
   pending: list[tuple[int, dict[str, Any], Any]] = []
   last_saved = task.start_step if task.restored is not None else None
   state, results, timer = task.state, {}, StepTimer()
@@ -43,14 +45,30 @@ def train(task: Task, guard: PreemptionGuard | None = None) -> dict[str, float]:
     ckpt.save(done, state, task.input_state(done), task.meta())
 
   def evaluate(done: int) -> dict[str, float]:
+    """The task's evaluation at `done`, compared for the best checkpoint (saving `done` when it is the best)."""
+    nonlocal last_saved
     with timer.excluded():              # steps_per_s counts the steps' time, not the evaluation's
-      return task.eval_state(state, done, writer)
+      out = task.eval_state(state, done, writer)
+    if best is not None:
+      improved = best.improves(out, done)
+      if improved and last_saved != done:
+        best.hold(done)
+        flush(pending, writer, task, last_saved, timer)   # never checkpoint a NaN state
+        with timer.excluded():
+          save(done)
+        last_saved = done
+      best.commit(out, done, improved)
+    return out
 
   if task.start_step >= config.total_steps:
     if jax.process_index() == 0:
       print(f"mmjax: {task.workdir} already finished {task.start_step} {unit}s (total_steps="
             f"{config.total_steps}); evaluating the last checkpoint", flush=True)
     results = evaluate(task.start_step)
+  elif (best is not None and task.restored is not None and task.eval_every
+        and task.start_step % task.eval_every == 0
+        and (best.evaluated() is None or best.evaluated() < task.start_step)):
+    results = evaluate(task.start_step)   # checkpointed, then stopped before its evaluation was compared
   # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py); with
   # several processes, all of them stop after the same step (stop_requested, every preemption_check_every steps).
   # Under the task's context (the supervised run's mesh, so that objectives with explicit collectives (shard_map)

@@ -2,8 +2,8 @@
 (`mmjax.train.loop.Trainer`: a sharded data batch per step) and PPO (`mmjax.rl.trainer.PPOTrainer`: a rollout and
 its updates per step, no data), behind a few hooks. Everything else -- at most one step in flight, the metric
 windows with the non-finite guard and the steps-per-second timer, periodic and final checkpoints, preemption
-(a checkpoint, then `Preempted`), evaluations and the "already finished" path -- is the loop body's, written
-once.
+(a checkpoint, then `Preempted`), evaluations, the "already finished" path and the optional best-checkpoint
+selection (`config.select_best`, mmjax/train/best.py) -- is the loop body's, written once.
 
 A task is built (its constructor initialises the state or restores it from `ckpt`) before the loop runs; the loop
 reads its attributes, calls its hooks, and sets `task.state` to the latest state when it stops (end or preemption).
@@ -22,7 +22,7 @@ from mmjax.train.metrics import MetricWriter
 class Task(Protocol):
   """The hooks of one training loop body (see the module docstring)."""
 
-  config: Any            # total_steps, log_every, checkpoint_every, preemption_check_every, progress_bar
+  config: Any            # total_steps, log_every, checkpoint_every, preemption_check_every, progress_bar[, select_best*]
   workdir: str
   ckpt: Checkpointer
   state: Any             # the train state (a pytree): restored or freshly initialised; the loop's result is put here
