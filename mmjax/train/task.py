@@ -8,7 +8,7 @@ selection (`config.select_best`, mmjax/train/best.py) -- is the loop body's, wri
 A task is built (its constructor initialises the state or restores it from `ckpt`) before the loop runs; the loop
 reads its attributes, calls its hooks, and sets `task.state` to the latest state when it stops (end or preemption).
 Both trainers are tasks themselves: their `train(guard)` prepares the step function (and the data iterator), then
-calls `run.train(self, guard)`.
+calls `run.train(self, guard)`; `mmjax.train.arrays.ArrayTask` is one over in-memory arrays (report protocols).
 """
 from __future__ import annotations
 
