@@ -23,6 +23,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 0                 # 0: evaluate only at the end
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  # Best-checkpoint selection (mmjax/train/best.py): after each evaluation, the step where this evaluation result
+  # (e.g. "classify/accuracy"; "" = off) is best (select_best_mode "max" or "min") is checkpointed and kept beyond
+  # keep_checkpoints, recorded in workdir/best.json; `--mode eval --best` scores it.
+  c.select_best = ""
+  c.select_best_mode = "max"
   c.progress_bar = True
   # With several processes, whether any got a stop signal is agreed (one blocking all-gather) every this many steps.
   c.preemption_check_every = 10

@@ -1,7 +1,7 @@
 """mmjax entry point.
 
   python -m mmjax.main --config experiments/clip_shapes.py --workdir runs/clip_shapes [--config.key=value]
-  python -m mmjax.main --config experiments/clip_shapes.py --workdir runs/clip_shapes --mode eval
+  python -m mmjax.main --config experiments/clip_shapes.py --workdir runs/clip_shapes --mode eval [--best]
   mmjax --config ...            (the same, as a console script)
 
 A run resumes from the latest checkpoint in --workdir. Multi-host: pass --coordinator_address host:port,
@@ -31,6 +31,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "verify"],
                           "train (resumes automatically), eval (the latest checkpoint) or verify (check every "
                           "checkpoint of --workdir against its manifest; needs no --config).")
+_BEST = flags.DEFINE_bool("best", False, "With --mode eval: the checkpoint that config.select_best kept "
+                          "(workdir/best.json) instead of the latest.")
 _DISTRIBUTED = flags.DEFINE_enum("distributed", "off", ["off", "auto", "explicit"],
                                  "off: one process; auto: jax.distributed.initialize() from the environment "
                                  "(TPU VM, SLURM); explicit: from the three flags below.")
@@ -149,7 +151,7 @@ def main(argv: list[str]) -> None:
       if _MODE.value == "train":
         trainer.train(guard)
       else:
-        trainer.evaluate()
+        trainer.evaluate(best=_BEST.value)
   except Preempted as e:
     print(f"mmjax: {e}", file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)

@@ -151,6 +151,7 @@ SLOW_TESTS = {
     "tests/test_text_to_image.py::test_unet_backbone": 15,
     "tests/test_preemption.py::test_sigterm_saves_checkpoint": 19,
     "tests/test_rl_ppo.py::test_one_update_runs": 15,
+    "tests/test_best_checkpoint.py::test_": 9,
     "tests/test_flickr8k.py::test_real_full_split_sizes": 15,
     "tests/test_vs_open_clip_data.py::test_open_clip_side_tiny": 45,
     "tests/test_vs_open_clip_data.py::test_mmjax_and_decode_sides_tiny": 20,

@@ -117,3 +117,52 @@ def test_quick_run_on_fake_raw_data(tmp_path, monkeypatch):
   for mod in ("image", "audio"):
     assert (out / "figures" / f"avmnist_robustness_{mod}.png").stat().st_size > 1000
   report.build.cache_clear()
+
+
+def _old_train_one(method, data, seed, epochs, batch_size=64, lr=3e-3, dropout=0.1):
+  """The report's hand-written epoch loop before it ran through the loop body (kept here as the reference)."""
+  train, dev = data["train"], data["dev"]
+  n = len(train["label"])
+  batch_size = min(batch_size, n)
+  model, tx, step_fn, predict = report.build(method, n, epochs, batch_size, lr, dropout)
+  state = report.init_state(model, tx, train, seed)
+  order_rng = np.random.default_rng(seed)
+  dev_curve, best = [], (-1.0, None, 0)
+  for epoch in range(epochs):
+    perm = order_rng.permutation(n)
+    for s in range(n // batch_size):
+      idx = perm[s * batch_size:(s + 1) * batch_size]
+      state, metrics = step_fn(state, {k: train[k][idx] for k in [*model.modalities, "label"]})
+    dev_acc = report.accuracy(predict(state.params, dev), dev["label"])
+    dev_curve.append(dev_acc)
+    if dev_acc > best[0]:
+      best = (dev_acc, jax.device_get(state.params), epoch + 1)
+  return best[1], {"final_loss": float(metrics["loss"]), "dev_acc": best[0], "best_epoch": best[2],
+                   "dev_curve": dev_curve}
+
+
+def test_train_one_through_the_loop_body_selects_what_the_epoch_loop_did(monkeypatch):
+  """train_one (mmjax.train.run + ArrayTask + select_best) == the old hand-written epoch loop with best-dev
+  selection: the same dev curve, the same best epoch, bitwise the same kept parameters."""
+  rng = np.random.default_rng(0)
+
+  def split(n):
+    label = rng.integers(0, 10, n).astype(np.int32)
+    image = rng.normal(size=(n, 12, 12, 1)).astype(np.float32) + label[:, None, None, None] * 0.1
+    audio = rng.normal(size=(n, 8, 6)).astype(np.float32)
+    return {"image": image, "audio": audio, "label": label}
+  data = {"train": split(90), "dev": split(40)}
+  method = "late (weighted concat)"
+  small = dict(report.METHODS[method], encoders={m: {"name": "cnn", "channels": (4,)} for m in ("image", "audio")})
+  monkeypatch.setitem(report.METHODS, method, small)
+  monkeypatch.setattr(report, "CHUNK", 40)
+  report.build.cache_clear()
+  try:
+    want_params, want = _old_train_one(method, data, 1, 5, batch_size=16, lr=3e-2)
+    _, params, _, got = report.train_one(method, data, 1, 5, batch_size=16, lr=3e-2)
+  finally:
+    report.build.cache_clear()
+  assert got["dev_curve"] == want["dev_curve"] and len(got["dev_curve"]) == 5
+  assert (got["best_epoch"], got["dev_acc"], got["final_loss"]) == (want["best_epoch"], want["dev_acc"],
+                                                                     want["final_loss"])
+  jax.tree.map(np.testing.assert_array_equal, params, want_params)   # (on CPU the best is epoch 4 of 5 here)

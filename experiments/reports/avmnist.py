@@ -19,12 +19,14 @@ image-only dev accuracy (both modalities then carry comparably incomplete eviden
 
 Models: mmjax.models.FusionClassifier (per-modality encoders + a fusion from mmjax.fusion by name + MLP head), the
 "classify" objective, mmjax.train.step.make_train_step and mmjax.train.optim.make_optimizer (the training loop's
-step and optimizer) on in-memory NumPy arrays (seeded shuffles). Encoders: LeNet-like CNNs (mmjax/encoders/cnn.py:
+step and optimizer), run by the one loop body (mmjax.train.run) on in-memory NumPy arrays (mmjax.train.arrays.
+ArrayTask: seeded shuffles). Encoders: LeNet-like CNNs (mmjax/encoders/cnn.py:
 four 3x3 conv + GroupNorm + ReLU + 2x2 max-pool stages with 8/16/32/64 channels, global average pooling), one for the
 image and one for the spectrogram, as MultiBench's LeNet encoders. Early fusion concatenates the flattened raw
 inputs (784 image values + 38 x 32 spectrogram values) into one MLP. MBT takes the last feature maps of 3-stage
 CNNs as tokens (3 x 3 image tokens, 4 x 4 spectrogram tokens). Every run trains `--epochs` epochs; the parameters of
-the epoch with the best dev accuracy are kept (as MultiBench keeps its best validation model) and scored on test.
+the epoch with the best dev accuracy are kept (the loop's config.select_best; as MultiBench keeps its best validation
+model) and scored on test.
 
 Robustness (mmjax/evals/robustness.py, MultiBench's protocol): every trained model is re-scored on a fixed stratified
 test subset whose one modality is corrupted at levels 0, 0.1, ..., 1: images by `image_noise` (N(0, p^2) per pixel
@@ -39,6 +41,7 @@ import functools
 import json
 import os
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,6 +57,9 @@ from mmjax.data.builders import avmnist as av  # noqa: E402
 from mmjax.evals import robustness as rb  # noqa: E402
 from mmjax.models import build_model  # noqa: E402
 from mmjax.objectives import get_objective  # noqa: E402
+from mmjax.train import best as best_lib  # noqa: E402
+from mmjax.train import run as run_lib  # noqa: E402
+from mmjax.train.arrays import ArrayTask, array_config  # noqa: E402
 from mmjax.train.optim import make_optimizer  # noqa: E402
 from mmjax.train.state import TrainState  # noqa: E402
 from mmjax.train.step import make_train_step  # noqa: E402
@@ -200,35 +206,35 @@ def build(method: str, n: int, epochs: int, batch_size: int, lr: float, dropout:
   return model, tx, step_fn, make_predict(model)
 
 
+def init_state(model, tx, train: dict, seed: int) -> TrainState:
+  rng = jax.random.PRNGKey(seed)
+  params = model.init({"params": rng, "dropout": rng}, *[jnp.asarray(train[m][:2]) for m in model.modalities])
+  params = params["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.fold_in(rng, 1))
+
+
 def train_one(method: str, data: dict, seed: int, epochs: int, batch_size: int = 64, lr: float = 3e-3,
               dropout: float = 0.1):
-  """Trains `epochs` epochs on data["train"], keeping the epoch with the best dev accuracy
-  -> (model, params, predict, info)."""
+  """Trains `epochs` epochs on data["train"] through the one loop body (mmjax.train.run with an ArrayTask: epoch
+  orders from `seed`, dev accuracy after each epoch, config.select_best keeping the epoch with the best one)
+  -> (model, params of that epoch, predict, info)."""
   t0 = time.time()
   train, dev = data["train"], data["dev"]
   n = len(train["label"])
   batch_size = min(batch_size, n)
   steps_per_epoch = n // batch_size
   model, tx, step_fn, predict = build(method, n, epochs, batch_size, lr, dropout)
-  keys = [*model.modalities, "label"]
-  rng = jax.random.PRNGKey(seed)
-  params = model.init({"params": rng, "dropout": rng}, *[jnp.asarray(train[m][:2]) for m in model.modalities])
-  params = params["params"]
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                     rng=jax.random.fold_in(rng, 1))
-  order_rng = np.random.default_rng(seed)
-  dev_curve, best = [], (-1.0, None, 0)
-  for epoch in range(epochs):
-    perm = order_rng.permutation(n)
-    for s in range(steps_per_epoch):
-      idx = perm[s * batch_size:(s + 1) * batch_size]
-      state, metrics = step_fn(state, {k: train[k][idx] for k in keys})
-    dev_acc = accuracy(predict(state.params, dev), dev["label"])
-    dev_curve.append(dev_acc)
-    if dev_acc > best[0]:
-      best = (dev_acc, jax.device_get(state.params), epoch + 1)
-  params = best[1]
-  info = {"final_loss": float(metrics["loss"]), "dev_acc": best[0], "best_epoch": best[2], "dev_curve": dev_curve,
+  config = array_config(seed=seed, total_steps=epochs * steps_per_epoch, eval_every=steps_per_epoch,
+                        select_best="dev/accuracy")
+  with tempfile.TemporaryDirectory(prefix="avmnist_run_") as workdir:
+    task = ArrayTask(config, workdir, state=init_state(model, tx, train, seed), step_fn=step_fn,
+                     arrays={k: train[k] for k in [*model.modalities, "label"]}, batch_size=batch_size,
+                     evaluate=lambda params: {"dev/accuracy": accuracy(predict(params, dev), dev["label"])})
+    run_lib.train(task)
+    params, record = jax.device_get(task.best_params()), best_lib.read(workdir)
+  info = {"final_loss": float(task.last_metrics["loss"]), "dev_acc": record["value"],
+          "best_epoch": record["step"] // steps_per_epoch, "dev_curve": [r["dev/accuracy"] for _, r in task.evals],
           "params": count_params(params), "train_s": time.time() - t0}
   return model, params, predict, info
 

@@ -39,7 +39,6 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mmjax import config as config_lib  # noqa: E402
-from mmjax.data import pipeline  # noqa: E402
 from mmjax.evals import runner as eval_runner  # noqa: E402
 from mmjax.train import loop  # noqa: E402
 
@@ -52,15 +51,6 @@ RUNS = {"mae": ("mae_shapes.py", {}), "m3ae": ("m3ae_shapes.py", {}), "mlm": ("m
         "mae_ratio50": ("mae_shapes.py", {"model.mask_ratio": 0.5})}
 DEFAULT_RUNS = "mae,m3ae,mlm"
 EXTRA_SEEDS = (1, 2)
-
-
-def init_params(trainer: loop.Trainer, seed: int):
-  """Parameters of the trainer's model at initialisation with `seed` (as the loop initialises them)."""
-  sample = pipeline.make_eval_arrays(trainer.config.data, trainer.tokenizer, 2, "train")
-  if hasattr(pipeline, "first_caption_only"):
-    sample = pipeline.first_caption_only(sample)
-  inputs = [jax.numpy.asarray(x) for x in loop.model_inputs(trainer.objective, sample)]
-  return jax.jit(trainer._init_state)(jax.random.PRNGKey(seed), inputs).params
 
 
 def evaluate(trainer: loop.Trainer, params, names: str | None = None) -> dict[str, float]:
@@ -92,7 +82,7 @@ def run_one(name: str, workdir: str, figures: str, runlocal: bool = False) -> di
   out = {"config": config, "init": at_init, "final": final, "train_s": train_s, "workdir": wd,
          "params": int(trainer.num_params), "file": path, "overrides": out_overrides}
   if "linear_probe" in str(config.evals.names):
-    out["seeds"] = [evaluate(trainer, init_params(trainer, s), "linear_probe") for s in EXTRA_SEEDS]
+    out["seeds"] = [evaluate(trainer, trainer.init_params(s), "linear_probe") for s in EXTRA_SEEDS]
   png = os.path.join(wd, "reconstruction.png")
   if os.path.exists(png):
     os.makedirs(figures, exist_ok=True)

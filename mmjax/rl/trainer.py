@@ -1,6 +1,7 @@
 """PPOTrainer: the RL counterpart of `mmjax.train.loop.Trainer` (same workdir layout, checkpoints, metrics,
-progress bar and preemption handling, with the helpers of mmjax/train/workdir.py and preemption.py; it does not
-import the loop), chosen by `mmjax.trainers.make_trainer` when the config says `trainer = "ppo"`.
+progress bar and preemption handling: both run the one loop body, `mmjax.train.run.train`, as its `Task`; it does
+not import the supervised loop, and mmjax.train imports nothing of mmjax.rl), chosen by
+`mmjax.trainers.make_trainer` when the config says `trainer = "ppo"`.
 
 One training step = one jitted PPO update (`mmjax.rl.ppo.PPO.update`: rollout of num_envs x num_steps
 environment steps + epochs of minibatch updates). The checkpoint holds the whole `Runner` (parameters, optimiser
@@ -9,8 +10,7 @@ report (`mmjax.rl.grounding`): success on seen and held-out compositions, with a
 """
 from __future__ import annotations
 
-import json
-import os
+import contextlib
 
 import jax
 
@@ -22,10 +22,12 @@ from mmjax.rl.envs.shapes_world import NUM_ACTIONS, WORDS, ShapesWorld, config_f
 from mmjax.rl.grounding import grounding_report
 from mmjax.rl.networks import ActorCritic
 from mmjax.rl.ppo import PPO, PPOConfig
+from mmjax.train import best as best_lib
 from mmjax.train import checkpoint as ckpt_lib
-from mmjax.train.metrics import MetricWriter, StepTimer
-from mmjax.train.preemption import Preempted, PreemptionGuard, stop_requested
-from mmjax.train.workdir import atomic_write, check_workdir
+from mmjax.train import run as run_lib
+from mmjax.train.metrics import MetricWriter
+from mmjax.train.preemption import PreemptionGuard
+from mmjax.train.workdir import check_workdir
 
 
 def build_network(config) -> ActorCritic:
@@ -55,7 +57,8 @@ class PPOTrainer:
     rng = jax.random.PRNGKey(config.seed)
     abstract = jax.eval_shape(self.algo.init, rng)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: device, abstract)))
+    self._abstract = ckpt_lib.abstract_like(abstract, jax.tree.map(lambda _: device, abstract))
+    self.restored = self.ckpt.restore(self._abstract)
     if self.restored is None:
       self.runner, self.start_step = cpu_tuning.init_jit(self.algo.init)(rng), 0
     else:
@@ -68,75 +71,49 @@ class PPOTrainer:
     return {"config": ckpt_lib.config_json(self.config), "tokenizer": None, "vocabulary": list(WORDS)}
 
   def train(self, guard: PreemptionGuard | None = None) -> dict[str, float]:
-    config = self.config
-    atomic_write(os.path.join(self.workdir, "config.json"), json.dumps(json.loads(self.meta()["config"]), indent=1))
-    writer = MetricWriter(self.workdir, total_steps=config.total_steps, progress_bar=config.progress_bar,
-                          initial_step=self.start_step)
-    runner, results, pending = self.runner, {}, []
-    last_saved = self.start_step if self.restored is not None else None
-    if self.start_step >= config.total_steps:
-      print(f"mmjax: {self.workdir} already finished {self.start_step} updates (total_steps={config.total_steps}); "
-            f"evaluating the last checkpoint", flush=True)
-    own_guard = guard is None
-    guard = PreemptionGuard().__enter__() if own_guard else guard
-    timer = StepTimer()
-    try:
-      for step in range(self.start_step, config.total_steps):
-        runner, metrics = self.algo.update(runner)
-        pending.append((step + 1, metrics))
-        if len(pending) >= 2:
-          jax.block_until_ready(pending[-2][1]["loss"])
-        done = step + 1
-        writer.update_progress(done)
-        last = done == config.total_steps
-        if done % config.log_every == 0 or last:
-          self._flush(pending, writer, last_saved, timer)
-        if done % config.checkpoint_every == 0 or last:
-          self._flush(pending, writer, last_saved, timer)
-          with timer.excluded():            # env_steps_per_s counts the updates' time, not the checkpoint's
-            self.ckpt.save(done, runner, {"env_steps": done * self.env_steps_per_update}, self.meta())
-          last_saved = done
-        if stop_requested(guard, done, config.preemption_check_every):   # all processes stop after one step
-          self._flush(pending, writer, last_saved, timer)
-          if last_saved != done:
-            self.ckpt.save(done, runner, {"env_steps": done * self.env_steps_per_update}, self.meta())
-          self.ckpt.close()
-          writer.close()
-          raise Preempted(f"preempted by {guard.signal_name} at update {done}; checkpoint saved to "
-                          f"{self.ckpt.directory}/{done}; rerun the same command to resume", step=done,
-                          signal_name=guard.signal_name or "SIGTERM")
-      self.runner = runner
-      results = self.run_evals(runner.params, config.total_steps if config.total_steps > self.start_step
-                               else self.start_step, writer)
-    finally:
-      if own_guard:
-        guard.__exit__(None, None, None)
-    self.ckpt.close()
-    writer.close()
-    return results
+    """Runs PPO to config.total_steps updates (resuming) through the loop body (mmjax.train.run.train, with this
+    trainer as its `Task`), evaluating at the end; returns the evaluation."""
+    return run_lib.train(self, guard)
 
-  def _flush(self, pending, writer: MetricWriter, last_saved, timer: StepTimer) -> None:
-    """As the supervised loop's `_flush`: writes the buffered updates' metrics (env_steps_per_s over `timer.lap()`)."""
-    if not pending:
-      return
-    fetched = jax.device_get([m for _, m in pending])
-    elapsed = timer.lap()
-    for (step, _), m in zip(pending, fetched):
-      if not m["finite"]:
-        self.ckpt.wait()
-        where = (f"the last good checkpoint is step {last_saved} in {self.ckpt.directory}" if last_saved
-                 else "no checkpoint was written")
-        raise MmjaxError(f"non-finite PPO loss at update {step}; stopped, {where}; lower ppo.lr")
-    n = len(pending)
-    for (step, _), m in zip(pending, fetched):
-      row = {k: float(v) for k, v in m.items() if k != "finite"}
-      row["env_steps"] = step * self.env_steps_per_update
-      if step == pending[-1][0]:
-        row["env_steps_per_s"] = n * self.env_steps_per_update / max(elapsed, 1e-9)
-      writer.write(step, row, prefix="train")
-    last = fetched[-1]
-    writer.update_progress(pending[-1][0], {"success": float(last["success_rate"]), "loss": float(last["loss"])})
-    pending.clear()
+  # The Task hooks (mmjax/train/task.py) of the loop body: one step = one PPO update, no data.
+  unit = "update"
+  eval_every = 0                        # the grounding report runs at the end only
+
+  @property
+  def state(self):
+    return self.runner
+
+  @state.setter
+  def state(self, runner) -> None:
+    self.runner = runner
+
+  def context(self):
+    return contextlib.nullcontext()
+
+  def next_input(self, step: int, last_saved: int | None) -> tuple[None, None]:
+    return None, None
+
+  def train_step(self, runner, inputs):
+    return self.algo.update(runner)
+
+  def input_state(self, step: int) -> dict:
+    return {"env_steps": step * self.env_steps_per_update}
+
+  def row(self, step: int, aux) -> dict[str, float]:
+    return {"env_steps": step * self.env_steps_per_update}
+
+  def rate(self, n: int, elapsed: float) -> dict[str, float]:
+    # env_steps_per_s counts the updates' time, not the checkpoints' (StepTimer)
+    return {"env_steps_per_s": n * self.env_steps_per_update / max(elapsed, 1e-9)}
+
+  def progress(self, metrics) -> dict[str, float]:
+    return {"success": float(metrics["success_rate"]), "loss": float(metrics["loss"])}
+
+  def nonfinite_message(self, step: int, metrics, where: str) -> str:
+    return f"non-finite PPO loss at update {step}; stopped, {where}; lower ppo.lr"
+
+  def eval_state(self, runner, step: int, writer: MetricWriter) -> dict[str, float]:
+    return self.run_evals(runner.params, step, writer)
 
   def run_evals(self, params, step: int, writer: MetricWriter | None = None) -> dict[str, float]:
     ev = self.config.evals
@@ -151,8 +128,14 @@ class PPOTrainer:
       writer.write_summary(results, prefix=f"eval (update {step}, {ev.num_episodes} episodes per condition)")
     return results
 
-  def evaluate(self) -> dict[str, float]:
-    if self.restored is None:
+  def evaluate(self, best: bool = False) -> dict[str, float]:
+    """Scores the latest checkpoint (`best`: the one config.select_best kept, workdir/best.json)."""
+    if best:
+      step = best_lib.best_step(self.workdir)
+      params = self.ckpt.restore(self._abstract, step=best_lib.check_kept(self.ckpt, step))[1].params
+    elif self.restored is None:
       raise MmjaxError(f"no checkpoint in {self.ckpt.directory} to evaluate; train first (--mode train)")
+    else:
+      step, params = self.start_step, self.runner.params
     with MetricWriter(self.workdir, total_steps=0, progress_bar=False) as writer:
-      return self.run_evals(self.runner.params, self.start_step, writer)
+      return self.run_evals(params, step, writer)

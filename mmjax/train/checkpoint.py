@@ -29,10 +29,15 @@ from mmjax.errors import MmjaxError
 class Checkpointer:
   """Saves and restores (state, data_state, meta) under `workdir/checkpoints/<step>`."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir: str, *, keep: int | None = 3, async_save: bool = True):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    # The `keep` newest steps (orbax's max_to_keep), and any step in `self.kept` (`keep_step`: the best one of
+    # config.select_best, mmjax/train/best.py). Orbax picks the steps to delete when a save starts.
+    self.kept: set[int] = set()
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(n=keep), _KeepSteps(self.kept)])
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
+        preservation_policy=policy, create=True, cleanup_tmp_directories=True, enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
     self._pending_meta: dict[int, dict[str, Any]] = {}
     self._pending_bytes: dict[int, int] = {}
@@ -42,6 +47,10 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def keep_step(self, step: int, keep: bool = True) -> None:
+    """Keeps checkpoint `step` beyond the `keep` newest (`keep=False`: no longer); takes effect at the next save."""
+    (self.kept.add if keep else self.kept.discard)(int(step))
 
   def save(self, step: int, state: Any, data_state: Any, meta: dict[str, Any]) -> None:
     """Starts saving (asynchronously when enabled); `wait()` blocks until it is committed.
@@ -146,6 +155,17 @@ class Checkpointer:
   def verify(self, step: int) -> list[str]:
     """Problems found in checkpoint `step` (empty: good). See `verify_dir`."""
     return verify_dir(os.path.join(self.directory, str(step)))
+
+
+class _KeepSteps:
+  """Orbax preservation policy: preserves the checkpoints whose step is in `steps` (a set updated in place)."""
+
+  def __init__(self, steps: set[int]):
+    self.steps = steps
+
+  def should_preserve(self, checkpoints, *, context) -> list[bool]:
+    del context
+    return [int(c.step) in self.steps for c in checkpoints]
 
 
 MANIFEST = "mmjax_manifest.json"

@@ -6,8 +6,6 @@ AV-MNIST) runs without a tokenizer (`Trainer.tokenizer` is None; its checkpoints
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import zlib
 from typing import Any
@@ -25,15 +23,17 @@ from mmjax.evals import runner as eval_runner
 from mmjax.models import build_model
 from mmjax.objectives import classify, get_objective
 from mmjax.registry import DATASETS
+from mmjax.train import best as best_lib
 from mmjax.train import checkpoint as ckpt_lib
 from mmjax.train import init_from as init_from_lib
 from mmjax.train import optim, sharding
+from mmjax.train import run as run_lib
 from mmjax.train import teacher as teacher_lib
-from mmjax.train.metrics import MetricWriter, StepTimer
-from mmjax.train.preemption import Preempted, PreemptionGuard, stop_requested
+from mmjax.train.metrics import MetricWriter
+from mmjax.train.preemption import PreemptionGuard
 from mmjax.train.state import TrainState
 from mmjax.train.step import make_train_step
-from mmjax.train.workdir import atomic_write, check_workdir
+from mmjax.train.workdir import check_workdir
 
 
 def _get(config, key: str) -> Any:
@@ -148,12 +148,14 @@ def fingerprint(batch: dict[str, np.ndarray]) -> float:
 
 
 class Trainer:
-  """Builds everything a run needs; `train()` runs it, `evaluate()` scores the latest checkpoint."""
+  """Builds everything a run needs; `train()` runs it (through the one loop body, mmjax/train/run.py, as its
+  `Task`), `evaluate()` scores the latest checkpoint (or, `best=True`, the one config.select_best kept)."""
 
   def __init__(self, config, workdir: str):
     # Every config check runs before anything is written or compiled.
     config_lib.check_keys(config, config_schema(config))
     check_model_data(config)
+    best_lib.check_config(config)
     self.mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.batch_size, self.mesh, jax.process_count())
     sharding.check_grad_accum(config.grad_accum_steps, config.batch_size, self.mesh)
@@ -168,7 +170,8 @@ class Trainer:
     self._build_state()
 
   # ---------------------------------------------------------------- state
-  def _init_state(self, rng, inputs, kwargs=None) -> TrainState:
+  def init_state(self, rng, inputs, kwargs=None) -> TrainState:
+    """A fresh train state of the model for the model inputs `inputs` (+ keyword inputs `kwargs`)."""
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
     params = self.model.init({"params": params_rng, "dropout": dropout_rng}, *inputs, **(kwargs or {}),
                              train=False)["params"]
@@ -179,13 +182,15 @@ class Trainer:
     self.model = teacher_lib.attach(self.model, sample)   # a distillation student's frozen teacher, read once here
     inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample, self.model)]
     kwargs = jax.tree.map(jnp.asarray, model_kwargs(self.model, sample))
+    self._init_inputs = (inputs, kwargs)
     rng = jax.random.PRNGKey(self.config.seed)
-    abstract = jax.eval_shape(self._init_state, rng, inputs, kwargs)
+    abstract = jax.eval_shape(self.init_state, rng, inputs, kwargs)
     self.state_shardings = sharding.shardings(abstract, self.mesh, self.config.sharding_rules)
-    self.restored = self.ckpt.restore(ckpt_lib.abstract_like(abstract, self.state_shardings))
+    self._abstract = ckpt_lib.abstract_like(abstract, self.state_shardings)
+    self.restored = self.ckpt.restore(self._abstract)
     init_from = self.config.model.get("init_from", "") or ""
     if self.restored is None:
-      init = cpu_tuning.init_jit(self._init_state, out_shardings=self.state_shardings)
+      init = cpu_tuning.init_jit(self.init_state, out_shardings=self.state_shardings)
       self.state, self.data_state, self.start_step = init(rng, inputs, kwargs), None, 0
       if init_from:      # the loaded values, then a fresh optimizer state for them
         params = init_from_lib.load_into(self.state.params, init_from, self.config.model.get("init_from_keys", ""))
@@ -201,6 +206,13 @@ class Trainer:
       print(f"mmjax: train state placement on mesh {dict(self.mesh.shape)}\n"
             f"{sharding.sharding_table(abstract, self.state_shardings)}", flush=True)
 
+  def init_params(self, seed: int):
+    """The model's parameters at initialisation with `seed`, as a fresh run of this config with `seed` starts
+    (before model.init_from is applied): e.g. the random-init baselines of a report."""
+    inputs, kwargs = self._init_inputs
+    init = cpu_tuning.init_jit(self.init_state, out_shardings=self.state_shardings)
+    return init(jax.random.PRNGKey(seed), inputs, kwargs).params
+
   def meta(self) -> dict[str, Any]:
     return {"config": ckpt_lib.config_json(self.config),
             "tokenizer": self.tokenizer.to_json() if self.tokenizer is not None else None}
@@ -211,66 +223,21 @@ class Trainer:
 
     `guard`: an already-entered PreemptionGuard (`mmjax.main` enters one before building the Trainer, so that a
     signal during start-up or compilation also stops the run cleanly); by default one is entered here.
+    The loop body is `mmjax.train.run.train`, with this Trainer as its `Task` (the hooks below).
     """
     config, mesh = self.config, self.mesh
     step_fn = make_train_step(self.objective, self.model, self.tx, self.schedule,
                               grad_accum_steps=config.grad_accum_steps, mesh=mesh)
     replicated = sharding.replicated(mesh)
-    train_step = jax.jit(step_fn, in_shardings=(self.state_shardings, sharding.batch_sharding(mesh)),
-                         out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
+    self._step_fn = jax.jit(step_fn, in_shardings=(self.state_shardings, sharding.batch_sharding(mesh)),
+                            out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
     data = pipeline.make_train_iterator(
         config.data, self.tokenizer, global_batch_size=config.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count())
     if self.data_state is not None:
       data.set_state(self.data_state)
-    self._data = data
-    if jax.process_index() == 0:
-      atomic_write(os.path.join(self.workdir, "config.json"), json.dumps(json.loads(self.meta()["config"]), indent=1))
-    writer = MetricWriter(self.workdir, total_steps=config.total_steps, enabled=jax.process_index() == 0,
-                          progress_bar=config.progress_bar, initial_step=self.start_step)
-    pending: list[tuple[int, dict[str, Any], float]] = []
-    last_saved = self.start_step if self.restored is not None else None
-    state, spec, results, timer = self.state, None, {}, StepTimer()
-    if self.start_step >= config.total_steps:
-      if jax.process_index() == 0:
-        print(f"mmjax: {self.workdir} already finished {self.start_step} steps (total_steps="
-              f"{config.total_steps}); evaluating the last checkpoint", flush=True)
-      results = self.run_evals(state.params, self.start_step, writer)
-    # A SIGTERM/SIGINT stops the run at the next step boundary with a checkpoint (see preemption.py); with
-    # several processes, all of them stop after the same step (stop_requested, every preemption_check_every steps).
-    # Under the run's mesh, so that objectives with explicit collectives (shard_map) see its axes.
-    with (contextlib.nullcontext(guard) if guard is not None else PreemptionGuard()) as guard, jax.set_mesh(mesh):
-      for step in range(self.start_step, config.total_steps):
-        local = self._next_batch(data, step, last_saved)
-        if spec is None:
-          spec = batch_spec(local)
-        check_batch(local, spec, step)
-        state, metrics = train_step(state, sharding.global_batch(local, mesh))
-        pending.append((step + 1, metrics, fingerprint(local)))
-        if len(pending) >= 2:
-          # At most one step in flight: the host prepares batch k+1 while the device runs step k, but never runs
-          # further ahead, so a stop signal is acted on within about one step (async dispatch could otherwise
-          # queue log_every steps, and the signal would wait for all of them: beyond a preemption grace period).
-          jax.block_until_ready(pending[-2][1]["loss"])
-        done = step + 1
-        writer.update_progress(done)
-        last = done == config.total_steps
-        if done % config.log_every == 0 or last:
-          self._flush(pending, writer, last_saved, timer)
-        if done % config.checkpoint_every == 0 or last:
-          self._flush(pending, writer, last_saved, timer)
-          with timer.excluded():            # steps_per_s counts the steps' time, not the checkpoint's
-            self.ckpt.save(done, state, data.get_state(), self.meta())
-          last_saved = done
-        if stop_requested(guard, done, config.preemption_check_every):
-          self.state = state
-          self._preempt(guard, done, state, data, pending, writer, last_saved, timer)
-        if (config.eval_every and done % config.eval_every == 0) or last:
-          with timer.excluded():            # nor the evaluation's
-            results = self.run_evals(state.params, done, writer)
-    self.ckpt.close()
-    writer.close()
-    self.state = state
+    self._data, self._spec = data, None
+    results = run_lib.train(self, guard)
     counts = pipeline.data_counters(data)
     if counts and jax.process_index() == 0:
       dropped = (f", and {counts['data_dropped']} rows without a path or caption dropped when the file was read"
@@ -278,6 +245,46 @@ class Trainer:
       print(f"mmjax: data: {counts['data_bad']} bad examples skipped of {counts['data_seen']} read{dropped} (this "
             f"process; train/data_bad in metrics.jsonl)", flush=True)
     return results
+
+  # The Task hooks (mmjax/train/task.py) of the loop body.
+  unit = "step"
+
+  @property
+  def eval_every(self) -> int:
+    return self.config.eval_every
+
+  def context(self):
+    return jax.set_mesh(self.mesh)
+
+  def next_input(self, step: int, last_saved: int | None) -> tuple[Any, float]:
+    """The next batch, checked against the first one's shapes and placed on the mesh, and its fingerprint."""
+    local = self._next_batch(self._data, step, last_saved)
+    if self._spec is None:
+      self._spec = batch_spec(local)
+    check_batch(local, self._spec, step)
+    return sharding.global_batch(local, self.mesh), fingerprint(local)
+
+  def train_step(self, state, batch):
+    return self._step_fn(state, batch)
+
+  def input_state(self, step: int):
+    return self._data.get_state()
+
+  def row(self, step: int, fp: float) -> dict[str, float]:
+    return {"batch_fingerprint": fp}
+
+  def rate(self, n: int, elapsed: float) -> dict[str, float]:
+    return {"steps_per_s": n / max(elapsed, 1e-9), **pipeline.data_counters(self._data)}
+
+  def progress(self, metrics) -> dict[str, float]:
+    return {"loss": float(metrics["loss"]), "lr": float(metrics["lr"])}
+
+  def nonfinite_message(self, step: int, m, where: str) -> str:
+    return (f"non-finite loss at step {step} (loss={float(m['loss'])}, grad_norm={float(m['grad_norm'])}); "
+            f"stopped, {where}; lower optim.lr or set optim.clip_grad_norm")
+
+  def eval_state(self, state, step: int, writer: MetricWriter) -> dict[str, float]:
+    return self.run_evals(state.params, step, writer)
 
   def _next_batch(self, data, step: int, last_saved: int | None) -> dict:
     """The next batch; a failing data worker (an exception, or a worker process that died) stops the run with
@@ -294,42 +301,6 @@ class Trainer:
     return (f"the last checkpoint is step {last_saved} in {self.ckpt.directory}; fix the data and rerun to "
             f"resume" if last_saved else "no checkpoint was written")
 
-  def _preempt(self, guard: PreemptionGuard, done: int, state, data, pending, writer, last_saved, timer) -> None:
-    """Stops at step `done` on request: flushes metrics, saves (unless just saved), commits, raises `Preempted`."""
-    self._flush(pending, writer, last_saved, timer)  # the non-finite guard applies: never checkpoint a NaN state
-    if last_saved != done:
-      self.ckpt.save(done, state, data.get_state(), self.meta())
-    self.ckpt.close()  # waits until the checkpoint is committed
-    writer.close()
-    raise Preempted(f"preempted by {guard.signal_name} at step {done}; checkpoint saved to "
-                    f"{self.ckpt.directory}/{done}; rerun the same command to resume", step=done,
-                    signal_name=guard.signal_name or "SIGTERM")
-
-  def _flush(self, pending, writer, last_saved, timer: StepTimer) -> None:
-    """Fetches buffered step metrics (one host sync), stops on the first non-finite step, writes the rest with
-    `steps_per_s` over the window's step time (`timer.lap()`: checkpoint and eval time taken out)."""
-    if not pending:
-      return
-    fetched = jax.device_get([m for _, m, _ in pending])
-    elapsed = timer.lap()                     # the window's steps are done (their metrics fetched)
-    for (step, _, fp), m in zip(pending, fetched):
-      if not m["finite"]:
-        self.ckpt.wait()
-        where = (f"the last good checkpoint is step {last_saved} in {self.ckpt.directory}" if last_saved
-                 else "no checkpoint was written")
-        raise MmjaxError(f"non-finite loss at step {step} (loss={float(m['loss'])}, grad_norm="
-                         f"{float(m['grad_norm'])}); stopped, {where}; lower optim.lr or set optim.clip_grad_norm")
-    n = len(pending)
-    for (step, _, fp), m in zip(pending, fetched):
-      row = {k: float(v) for k, v in m.items() if k != "finite"}
-      row["batch_fingerprint"] = fp
-      if step == pending[-1][0]:
-        row["steps_per_s"] = n / max(elapsed, 1e-9)
-        row.update(pipeline.data_counters(self._data) if getattr(self, "_data", None) is not None else {})
-      writer.write(step, row, prefix="train")
-    writer.update_progress(pending[-1][0], {"loss": float(fetched[-1]["loss"]), "lr": float(fetched[-1]["lr"])})
-    pending.clear()
-
   # ---------------------------------------------------------------- eval
   def run_evals(self, params, step: int, writer: MetricWriter | None = None) -> dict[str, float]:
     results = eval_runner.run(self.config, params, model=self.model, tokenizer=self.tokenizer, mesh=self.mesh,
@@ -339,11 +310,16 @@ class Trainer:
       writer.write_summary(results, prefix=f"eval (step {step})")
     return results
 
-  def evaluate(self) -> dict[str, float]:
-    """Scores the latest checkpoint; without one, the model.init_from parameters (e.g. an imported OpenCLIP)."""
-    if self.restored is None and not self.config.model.get("init_from", ""):
+  def evaluate(self, best: bool = False) -> dict[str, float]:
+    """Scores the latest checkpoint; without one, the model.init_from parameters (e.g. an imported OpenCLIP).
+    `best`: the checkpoint that config.select_best kept (workdir/best.json) instead."""
+    if best:
+      step = best_lib.best_step(self.workdir)
+      params = self.ckpt.restore(self._abstract, step=best_lib.check_kept(self.ckpt, step))[1].params
+    elif self.restored is None and not self.config.model.get("init_from", ""):
       raise MmjaxError(f"no checkpoint in {self.ckpt.directory} to evaluate; train first (--mode train) or set "
                        f"model.init_from")
+    else:
+      step, params = self.start_step, self.state.params
     with MetricWriter(self.workdir, total_steps=0, enabled=jax.process_index() == 0, progress_bar=False) as writer:
-      return self.run_evals(self.state.params, self.start_step, writer)
-
+      return self.run_evals(params, step, writer)
