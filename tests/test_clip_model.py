@@ -106,3 +106,9 @@ def test_flops_match_anchor_formula():
   got = clip_flops_per_step(ml_collections.ConfigDict(ANCHOR), b)
   assert got == expected
   assert round(got / 1e9, 2) == 122.57
+  # A conv stem (three 3x3 stride-2 convs 3 -> 16 -> 32 -> 64 at 32, 16, 8 px, then 1x1 to 256) replaces the patch
+  # embed: each output pixel of a conv is a [1, 9 c_in] @ [9 c_in, c_out] matmul.
+  stem = mm(32 * 32, 9 * 3, 16) + mm(16 * 16, 9 * 16, 32) + mm(8 * 8, 9 * 32, 64) + mm(64, 64, 256)
+  cfg = ml_collections.ConfigDict(ANCHOR)
+  cfg.vision.stem_channels = (16, 32, 64)
+  assert clip_flops_per_step(cfg, b) == got + 3 * b * (stem - mm(64, 3 * 8 * 8, 256))

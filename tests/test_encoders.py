@@ -54,6 +54,45 @@ def test_vit_errors():
     ViT(**VIT, pool="max").init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
 
 
+def _conv3x3_stride2(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+  """[B, H, W, Ci] * [3, 3, Ci, Co] -> [B, H/2, W/2, Co]: output (i, j) sees input rows/cols 2i..2i+2 (zero past
+  the bottom/right edge), written out as sums (an independent reference for the stem's 'SAME' stride-2 convs)."""
+  b, h, w, _ = x.shape
+  padded = np.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)])
+  out = np.zeros((b, h // 2, w // 2, kernel.shape[-1]))
+  for di in range(3):
+    for dj in range(3):
+      out += padded[:, di:di + h:2, dj:dj + w:2] @ kernel[di, dj]
+  return out
+
+
+def _layer_norm(x: np.ndarray, p: dict) -> np.ndarray:
+  mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mu) / np.sqrt(var + 1e-5) * np.asarray(p["scale"]) + np.asarray(p["bias"])
+
+
+def test_vit_conv_stem_tokens_recomputed():
+  # depth 0: the tokens are ln_pre(cls + stem patches + positions), so the stem can be checked token by token.
+  vit = ViT(**{**VIT, "depth": 0}, stem_channels=(8, 12))
+  images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  (_, out), variables = vit.init_with_output(jax.random.key(1), images)
+  p = jax.tree_util.tree_map(np.asarray, variables["params"])
+  chex.assert_shape([p["stem_conv_0"]["kernel"], p["stem_conv_1"]["kernel"], p["conv1"]["kernel"]],
+                    [(3, 3, 3, 8), (3, 3, 8, 12), (1, 1, 12, 16)])
+  assert not any("bias" in p[k] for k in ("stem_conv_0", "stem_conv_1", "conv1"))
+  x = np.asarray(images, np.float64)
+  for i in range(2):
+    x = np.maximum(_layer_norm(_conv3x3_stride2(x, p[f"stem_conv_{i}"]["kernel"]), p[f"stem_ln_{i}"]), 0.0)
+  patches = (x @ p["conv1"]["kernel"][0, 0]).reshape(2, 16, 16)          # 4x4 patches, row-major
+  tokens = np.concatenate([np.broadcast_to(p["cls"], (2, 1, 16)), patches], axis=1) + p["pos_embedding"]
+  np.testing.assert_allclose(out["tokens"], _layer_norm(tokens, p["ln_pre"]), rtol=2e-4, atol=2e-4)
+
+
+def test_vit_conv_stem_must_match_the_patch_size():
+  with pytest.raises(MmjaxError, match=r"stem_channels=\(8,\) has 1 stride-2 convs.*patch_size=4"):
+    ViT(**VIT, stem_channels=(8,)).init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))
+
+
 def test_text_shapes_and_eot_pooling():
   txt = TextTransformer(**TXT, output_dim=8)
   tokens = _tokens()

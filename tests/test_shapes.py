@@ -136,3 +136,44 @@ def test_corpus_covers_every_word():
   for name in SHAPES + tuple(COLOURS) + SIZES + POSITIONS:
     assert set(name.split()) <= words, name
   assert {"an", "a", "and"} <= words
+
+
+@pytest.mark.parametrize("fields", ["colour,shape", "colour,shape,size", "shape,colour,position"])
+def test_caption_fields_name_only_what_they_say(fields):
+  full, cfg = ShapesConfig(max_shapes=4), shapes.config_from_data(
+      dict(image_size=64, min_shapes=1, max_shapes=4, noise_std=0.03, caption_fields=fields))
+  keep = set(fields.split(","))
+  size_words, position_words = set(SIZES) | {"sized"}, {"at", "in", "the"} | set(" ".join(POSITIONS).split())
+  for i in range(60):
+    a, b = render_example(i, "train", full), render_example(i, "train", cfg)
+    np.testing.assert_array_equal(a["image"], b["image"])      # the same scene, only the words change
+    for key in ("shape", "colour", "size", "position", "count"):
+      np.testing.assert_array_equal(a[key], b[key])
+    assert not b["caption"].endswith(",") and ",," not in b["caption"], b["caption"]
+    clauses = _clauses(b["caption"])
+    assert len(clauses) == int(b["count"]), b["caption"]
+    for k, clause in enumerate(clauses):
+      words = set(clause.replace(",", "").split())
+      assert {SHAPES[b["shape"][k]], list(COLOURS)[b["colour"][k]]} <= words, clause
+      assert ("size" in keep) == (SIZES[b["size"][k]] in words), clause
+      assert "size" in keep or not words & size_words, clause
+      if "position" in keep:
+        assert _CLAUSE_POSITION.search(clause).group(1) == POSITIONS[b["position"][k]], clause
+      else:
+        assert not words & position_words, clause
+  if keep == {"colour", "shape"}:     # every clause is then exactly "a(n) <colour> <shape>"
+    assert {c for i in range(60) for c in _clauses(render_example(i, "train", cfg)["caption"])} <= {
+        f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for c in COLOURS for s in SHAPES}
+  corpus_words = set(" ".join(shapes.caption_corpus(cfg, n=20)).replace(",", "").split())
+  assert ("size" in keep) == bool(corpus_words & set(SIZES))
+  assert ("position" in keep) == ("top" in corpus_words)
+
+
+def test_caption_fields_validation_and_default():
+  assert ShapesConfig().caption_fields == shapes.FIELDS
+  assert DATASETS.get("shapes").config_keys == {"caption_fields": "colour,shape,size,position"}
+  assert shapes.parse_fields("position, shape,colour,") == ("colour", "shape", "position")
+  with pytest.raises(MmjaxError, match="caption_fields.*unknown field.*angle"):
+    shapes.parse_fields("colour,shape,angle")
+  with pytest.raises(MmjaxError, match="caption_fields='colour,size'.*must name colour and shape"):
+    ShapesConfig(caption_fields=("colour", "size"))

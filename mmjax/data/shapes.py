@@ -7,7 +7,11 @@ reproducible and needs no storage; the "train" and "test" splits use different s
 
 Registered as `DATASETS.get("shapes")`, a `mmjax.data.DatasetEntry` with
   `.source(data_cfg, split) -> ShapesSource` (reads data_cfg.image_size, min_shapes, max_shapes, noise_std
-  and optionally data_cfg.seed) and `.corpus(data_cfg) -> list[str]` (captions to train the tokenizer on).
+  and optionally data_cfg.seed and data_cfg.caption_fields) and `.corpus(data_cfg) -> list[str]` (captions to
+  train the tokenizer on). `data.caption_fields` (a data-set key, CONFIG_KEYS; default all four,
+  "colour,shape,size,position") names what each clause of a caption says: "colour,shape" gives "a red circle and
+  a blue square"; colour and shape are always named. The images, labels and the draws of sentence and clause
+  templates are the same whatever it is (only the words change), so runs that differ in it see the same scenes.
 Other datasets (flickr8k, avmnist) register a `DatasetEntry` the same way.
 """
 from __future__ import annotations
@@ -35,6 +39,9 @@ COLOURS = {                     # name -> RGB in [0, 1]; insertion order is the 
 SIZES = ("small", "medium", "large")
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
+FIELDS = ("colour", "shape", "size", "position")   # what a caption clause can name (data.caption_fields)
+CONFIG_KEYS = {"caption_fields": ",".join(FIELDS)}
+
 SPLIT_SALTS = {"train": 0x5EED, "test": 0x7E57}
 SIZE_FRACTIONS = (0.48, 0.68, 0.92)  # object radius as a fraction of half a grid cell
 MAX_ROTATION = 0.3                   # radians, for every shape but the circle
@@ -45,6 +52,9 @@ CLAUSES = ("{a} {size} {colour} {shape} at the {position}",
            "{a} {size} {colour} {shape} in the {position}",
            "{a} {colour} {shape}, {size} sized, at the {position}",
            "{a} {colour} {shape} at the {position}, {size}")
+# How a clause template loses a field that data.caption_fields leaves out (size first, then position).
+_DROP = {"size": ((", {size} sized,", ""), (", {size}", ""), ("{size} ", "")),
+         "position": ((" at the {position}", ""), (" in the {position}", ""))}
 
 _COLOUR_RGB = np.asarray(list(COLOURS.values()), np.float32)
 _COLOUR_NAMES = tuple(COLOURS)
@@ -60,6 +70,7 @@ class ShapesConfig:
   max_shapes: int = 1
   noise_std: float = 0.03
   seed: int = 0
+  caption_fields: tuple[str, ...] = FIELDS   # what each caption clause names; always colour and shape
 
   def __post_init__(self):
     if self.image_size < 16:
@@ -70,6 +81,10 @@ class ShapesConfig:
       raise MmjaxError(f"data.max_shapes={self.max_shapes} must be in [min_shapes={self.min_shapes}, 4]")
     if self.noise_std < 0:
       raise MmjaxError(f"data.noise_std={self.noise_std} must be >= 0")
+    fields = ",".join(self.caption_fields)
+    if any(f not in FIELDS for f in self.caption_fields) or not {"colour", "shape"} <= set(self.caption_fields):
+      raise MmjaxError(f"data.caption_fields={fields!r} must name colour and shape and may add size and position "
+                       f"(comma-separated words of {', '.join(FIELDS)})")
 
 
 def _rng(index: int, split: str, cfg: ShapesConfig) -> np.random.Generator:
@@ -152,7 +167,7 @@ def render_example(index: int, split: str, cfg: ShapesConfig) -> dict:
   """
   rng = _rng(index, split, cfg)
   objects = _sample_objects(rng, cfg)
-  caption = _caption(rng, objects)   # drawn before the pixels so `caption_corpus` need not render
+  caption = _caption(rng, objects, cfg.caption_fields)  # drawn before the pixels: `caption_corpus` need not render
   s = cfg.image_size
   grid = _grid(s)
   # Dark, varied background: a random tint plus a faint linear gradient in a random direction.
@@ -193,10 +208,25 @@ def _clause(template: str, shape: int, colour: int, size: int, position: int) ->
   return template.format(a=_article(first.format(**words)), **words)
 
 
-def _caption(rng: np.random.Generator, objects: list[dict]) -> str:
+@functools.lru_cache(maxsize=16)
+def clause_templates(fields: tuple[str, ...] = FIELDS) -> tuple[str, ...]:
+  """CLAUSES without the fields not in `fields` ("{a} {colour} {shape} at the {position}" for no size); one per
+  CLAUSES entry (some may repeat), so the template draws do not depend on `fields`."""
+  out = []
+  for template in CLAUSES:
+    for field in ("size", "position"):
+      if field not in fields:
+        for old, new in _DROP[field]:
+          template = template.replace(old, new)
+    out.append(template.rstrip(","))
+  return tuple(out)
+
+
+def _caption(rng: np.random.Generator, objects: list[dict], fields: tuple[str, ...] = FIELDS) -> str:
   sentence = SENTENCES[int(rng.integers(len(SENTENCES)))]
   picks = rng.integers(len(CLAUSES), size=len(objects))
-  clauses = [_clause(CLAUSES[t], o["shape"], o["colour"], o["size"], o["position"]) for t, o in zip(picks, objects)]
+  templates = clause_templates(tuple(fields))
+  clauses = [_clause(templates[t], o["shape"], o["colour"], o["size"], o["position"]) for t, o in zip(picks, objects)]
   return sentence.format(" and ".join(clauses))
 
 
@@ -228,13 +258,14 @@ def caption_corpus(cfg: ShapesConfig, n: int = 5000) -> list[str]:
   texts = []
   for i in range(n):
     rng = _rng(i, "train", cfg)
-    texts.append(_caption(rng, _sample_objects(rng, cfg)))
+    texts.append(_caption(rng, _sample_objects(rng, cfg), cfg.caption_fields))
+  templates = clause_templates(tuple(cfg.caption_fields))
   for sentence in SENTENCES:
-    for t, clause in enumerate(CLAUSES):
+    for t, clause in enumerate(templates):
       for i in range(len(SHAPES) * len(COLOURS)):
         shape, colour = divmod(i, len(COLOURS))
         one = _clause(clause, shape, colour, (i + t) % len(SIZES), (i + t) % len(POSITIONS))
-        two = _clause(CLAUSES[(t + 1) % len(CLAUSES)], (shape + 1) % len(SHAPES), (colour + 3) % len(COLOURS),
+        two = _clause(templates[(t + 1) % len(templates)], (shape + 1) % len(SHAPES), (colour + 3) % len(COLOURS),
                       i % len(SIZES), (i + 4) % len(POSITIONS))
         texts.append(sentence.format(one))
         texts.append(sentence.format(f"{one} and {two}"))
@@ -245,7 +276,18 @@ def config_from_data(data_cfg) -> ShapesConfig:
   """A ShapesConfig from the `data` section of a run config (a ConfigDict or a dict)."""
   return ShapesConfig(image_size=int(data_cfg["image_size"]), min_shapes=int(data_cfg["min_shapes"]),
                       max_shapes=int(data_cfg["max_shapes"]), noise_std=float(data_cfg["noise_std"]),
-                      seed=int(data_cfg.get("seed", 0)))
+                      seed=int(data_cfg.get("seed", 0)),
+                      caption_fields=parse_fields(data_cfg.get("caption_fields", CONFIG_KEYS["caption_fields"])))
+
+
+def parse_fields(value) -> tuple[str, ...]:
+  """"colour,shape" (or a sequence of words) -> ("colour", "shape"), in FIELDS order, duplicates dropped."""
+  words = [w.strip() for w in (value.split(",") if isinstance(value, str) else value) if w.strip()]
+  unknown = [w for w in words if w not in FIELDS]
+  if unknown:
+    raise MmjaxError(f"data.caption_fields={','.join(words)!r}: unknown field(s) {', '.join(unknown)}; use "
+                     f"comma-separated words of {', '.join(FIELDS)} (colour and shape always)")
+  return tuple(f for f in FIELDS if f in words)
 
 
 def shapes_dataset(data_cfg, split: str) -> ShapesSource:
@@ -256,4 +298,4 @@ def shapes_corpus(data_cfg) -> list[str]:
   return caption_corpus(config_from_data(data_cfg))
 
 
-DATASETS.register("shapes")(DatasetEntry(source=shapes_dataset, corpus=shapes_corpus))
+DATASETS.register("shapes")(DatasetEntry(source=shapes_dataset, corpus=shapes_corpus, config_keys=CONFIG_KEYS))

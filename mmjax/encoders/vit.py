@@ -15,6 +15,12 @@ sample keeps a random subset of N - round(p N) of its N patch tokens (the CLS to
 "dropout" rng stream, after the positional embeddings are added (so kept tokens keep their positions) and before
 ln_pre, as OpenCLIP's PatchDropout. Eval (train=False) never drops. `patch_ids` [B, K] (explicit kept patch indices,
 e.g. an MAE mask) overrides it.
+
+stem_channels=(c_1, ..., c_k) (a convolutional stem, Xiao et al. 2021, "Early Convolutions Help Transformers See
+Better"): the patchify conv is replaced by k 3x3 stride-2 convs (c_i channels each, no bias) -> LayerNorm -> ReLU,
+then a 1x1 conv (`conv1`, no bias) to the width; 2^k must equal patch_size, so the tokens are the same N patches.
+Local shape (edges, corners) then reaches the transformer in a few hundred steps where a linear p x p patch
+embedding learns it slowly. () (the default) is OpenCLIP's patchify conv.
 """
 from __future__ import annotations
 
@@ -73,6 +79,7 @@ class ViT(nn.Module):
   remat: str = "none"               # per-block rematerialisation policy (mmjax.layers.transformer)
   last_block_pooled_only: bool = False   # see the module docstring
   patch_dropout: float = 0.0        # FLIP's training-time patch dropout rate (see the module docstring)
+  stem_channels: tuple[int, ...] = ()   # convolutional stem (see the module docstring); (): patchify conv
 
   def _check(self, images: jax.Array) -> None:
     if self.pool not in POOLS:
@@ -84,6 +91,10 @@ class ViT(nn.Module):
       divisors = [d for d in range(1, self.image_size + 1) if self.image_size % d == 0]
       raise MmjaxError(f"model.vision.patch_size={self.patch_size} does not divide model.vision.image_size="
                        f"{self.image_size}; valid patch sizes: {divisors}")
+    if self.stem_channels and 2 ** len(self.stem_channels) != self.patch_size:
+      raise MmjaxError(f"model.vision.stem_channels={tuple(self.stem_channels)} has {len(self.stem_channels)} "
+                       f"stride-2 convs (2^{len(self.stem_channels)} = {2 ** len(self.stem_channels)}) but "
+                       f"model.vision.patch_size={self.patch_size}; give log2(patch_size) channel counts")
     if images.ndim != 4 or images.shape[-1] != 3:
       raise MmjaxError(f"ViT expects images [B, H, W, 3] (NHWC), got shape {tuple(images.shape)}")
     if tuple(images.shape[1:3]) != (self.image_size, self.image_size):
@@ -98,8 +109,14 @@ class ViT(nn.Module):
     self._check(images)
     w, p = self.width, self.patch_size
     scale = w ** -0.5
-    x = nn.Conv(w, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
-                param_dtype=self.param_dtype, name="conv1")(images.astype(self.dtype))
+    conv = dict(use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
+    x = images.astype(self.dtype)
+    for i, c in enumerate(self.stem_channels):
+      x = nn.Conv(int(c), (3, 3), strides=(2, 2), padding="SAME", **conv, name=f"stem_conv_{i}")(x)
+      x = nn.relu(nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype,
+                               name=f"stem_ln_{i}")(x))
+    k = 1 if self.stem_channels else p
+    x = nn.Conv(w, (k, k), strides=(k, k), padding="VALID", **conv, name="conv1")(x)
     x = einops.rearrange(x, "b h w c -> b (h w) c")
     n = x.shape[1]
     cls = self.param("cls", nn.initializers.normal(scale), (w,), self.param_dtype)

@@ -168,6 +168,15 @@ def _tower_flops(n: int, w: int, depth: int, m: float, pooled_only: bool = False
   return _tower_flops(n, w, depth - 1, m) + 6 * n * w ** 2 + 4 * n * w + (2 + 4 * m) * w ** 2
 
 
+def _patch_embed_flops(v: Mapping, n_patches: int) -> float:
+  """Forward FLOPs per image of the patchify conv, or of a conv stem and its 1x1 conv (vision.stem_channels)."""
+  stem = [3, *map(int, v.get("stem_channels", ()))]
+  if len(stem) == 1:
+    return 2 * n_patches * 3 * v["patch_size"] ** 2 * v["width"]
+  convs = sum(2 * (v["image_size"] // 2 ** i) ** 2 * 9 * stem[i - 1] * stem[i] for i in range(1, len(stem)))
+  return convs + 2 * n_patches * stem[-1] * v["width"]
+
+
 def clip_flops_per_step(model_cfg: Mapping, batch_size: int) -> int:
   """Analytic train-step FLOPs (3 x forward matmul FLOPs), the formula of OpenCLIP anchor's `clip_flops_per_step`.
 
@@ -175,12 +184,14 @@ def clip_flops_per_step(model_cfg: Mapping, batch_size: int) -> int:
   + 2 w_t E; per batch: loss logits 2 * 2 B^2 E. LayerNorm/softmax/GELU/optimizer are ignored. A tower with
   last_block_pooled_only counts the work its last block does (see _tower_flops), so MFU stays honest. With FLIP's
   vision.patch_dropout = p the vision tower runs on the 1 + N - round(p N) kept tokens (the patch embedding still
-  sees all N patches, as it runs before the drop).
+  sees all N patches, as it runs before the drop). A convolutional stem (vision.stem_channels = (c_1, ..., c_k))
+  replaces the patch embed by its convs, 2 (S / 2^i)^2 (9 c_{i-1} c_i) each (c_0 = 3, S = image_size), and the
+  1x1 conv to the width, 2 P c_k w_v.
   """
   v, t, e = dict(model_cfg["vision"]), dict(model_cfg["text"]), model_cfg["embed_dim"]
   n_patches = (v["image_size"] // v["patch_size"]) ** 2
   n_kept = n_patches - patches_dropped(n_patches, float(v.get("patch_dropout", 0.0)))
-  vis = (2 * n_patches * 3 * v["patch_size"] ** 2 * v["width"]
+  vis = (_patch_embed_flops(v, n_patches)
          + _tower_flops(n_kept + 1, v["width"], v["depth"], v.get("mlp_ratio", 4.0),
                         v.get("last_block_pooled_only", False))
          + 2 * v["width"] * e)
