@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import scipy.special
 
+from conftest import xla_flags
 from mmjax.errors import MmjaxError
 from mmjax.fusion import (FUSIONS, BottleneckFusion, CoAttentionFusion, CrossAttentionFusion, EarlyFusion, FiLM,
                           GatedMultimodalUnit, LateFusion, LowRankFusion, MulT, NonLocalGate, TensorFusion,
@@ -373,7 +374,7 @@ def eight_devices(request, tmp_path_factory):
     yield None
     return
   out = str(tmp_path_factory.mktemp("fusion_sharded") / "out.npz")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "fusion_sharded_check.py"), out], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
@@ -434,5 +435,8 @@ def test_same_values_and_gradients_on_1_and_8_devices(one_device, eight_devices)
     assert int(sharded[f"{name}/devices"]) == 8, name
     assert int(one_device[name]["devices"]) == 1, name
     for key in ("out", "grads"):
-      np.testing.assert_allclose(sharded[f"{name}/{key}"], one_device[name][key], rtol=1e-5, atol=1e-5,
-                                 err_msg=f"{name} {key}")
+      # atol scales with the largest entry: float32 rounding of sums over terms that large (the order of the sums
+      # differs between the 1- and 8-device programs and between CPUs' vector widths)
+      want = one_device[name][key]
+      np.testing.assert_allclose(sharded[f"{name}/{key}"], want, rtol=1e-5,
+                                 atol=1e-5 * max(1.0, float(np.max(np.abs(want)))), err_msg=f"{name} {key}")
