@@ -24,8 +24,8 @@ TEST_XLA_FLAGS = "" if TEST_XLA_OPT == "default" else f"--xla_backend_optimizati
 
 
 def xla_flags(devices: int | None = None) -> str:
-  """XLA_FLAGS for a test subprocess: `devices` simulated CPU devices (None: as this process) and the session's
-  optimisation level (TEST_XLA_FLAGS), after the caller's own XLA_FLAGS."""
+  """XLA_FLAGS for a test subprocess: this process's own flags, with the simulated CPU device count replaced by
+  `devices` (None: kept as it is) and the optimisation level by the session's (TEST_XLA_FLAGS)."""
   own = [f for f in os.environ.get("XLA_FLAGS", "").split()
          if not (devices is not None and f.startswith("--xla_force_host_platform_device_count="))
          and not f.startswith("--xla_backend_optimization_level=")]
@@ -34,10 +34,16 @@ def xla_flags(devices: int | None = None) -> str:
   return " ".join(own + ([TEST_XLA_FLAGS] if TEST_XLA_FLAGS else []))
 
 
+def subprocess_env(devices: int, **extra: str) -> dict[str, str]:
+  """The environment of a test's JAX subprocess: this one's, on the CPU with `devices` simulated devices and the
+  session's XLA flags (xla_flags), the repository importable, plus `extra`."""
+  return dict(os.environ, XLA_FLAGS=xla_flags(devices), JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **extra)
+
+
 def run_driver(*args: str, devices: int = 1, check: bool = True, env: dict | None = None,
                timeout: int = 300) -> subprocess.CompletedProcess:
   """Runs tests/driver.py in a fresh process with `devices` simulated CPU devices."""
-  full_env = dict(os.environ, XLA_FLAGS=xla_flags(devices), JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **(env or {}))
+  full_env = subprocess_env(devices, **(env or {}))
   proc = subprocess.run([sys.executable, DRIVER, *args], env=full_env, capture_output=True, text=True,
                         timeout=timeout, cwd=ROOT)
   if proc.returncode == -6 and "Termination timeout" in proc.stderr and "rendezvous" in proc.stderr:
@@ -57,7 +63,7 @@ class DriverServer:
   many short jobs with one environment. Use as a context manager."""
 
   def __init__(self, log_dir: str, devices: int = 1, env: dict | None = None):
-    full_env = dict(os.environ, XLA_FLAGS=xla_flags(devices), JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **(env or {}))
+    full_env = subprocess_env(devices, **(env or {}))
     self.log_dir, self.count = log_dir, 0
     self.proc = subprocess.Popen([sys.executable, DRIVER, "--serve"], env=full_env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

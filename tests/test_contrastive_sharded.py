@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import xla_flags
+from conftest import subprocess_env
 from mmjax.errors import MmjaxError
 from mmjax.objectives import get_objective
 from mmjax.objectives.contrastive import clip_loss, siglip_loss
@@ -28,7 +28,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def sharded_records() -> list[dict]:
-  env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env = subprocess_env(8)
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sharded_loss_check.py")], env=env,
                         capture_output=True, text=True, timeout=240, cwd=ROOT)
   assert proc.returncode == 0, f"sharded_loss_check exited {proc.returncode}:\n{proc.stderr[-5000:]}"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax._src import dispatch
 
-from conftest import ROOT, xla_flags
+from conftest import ROOT, subprocess_env
 from mmjax import config as config_lib
 from mmjax.data import pipeline
 from mmjax.evals import generation, linear_probe
@@ -143,7 +143,7 @@ print("RESULT " + json.dumps(out))
 def test_sharded_eval_equals_the_one_device_eval(tmp_path):
   """On 8 devices (data 4 x fsdp 2, kernels sharded over fsdp) the clip evaluator's batches are split over the mesh
   and its outputs replicated; embeddings and results equal a plain jit on host params."""
-  env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env = subprocess_env(8)
   proc = subprocess.run([sys.executable, "-c", SHARDED, CLIP, str(tmp_path / "wd")], env=env, capture_output=True,
                         text=True, timeout=600, cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-5000:]

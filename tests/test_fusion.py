@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import scipy.special
 
-from conftest import xla_flags
+from conftest import subprocess_env
 from mmjax.errors import MmjaxError
 from mmjax.fusion import (FUSIONS, BottleneckFusion, CoAttentionFusion, CrossAttentionFusion, EarlyFusion, FiLM,
                           GatedMultimodalUnit, LateFusion, LowRankFusion, MulT, NonLocalGate, TensorFusion,
@@ -374,7 +374,7 @@ def eight_devices(request, tmp_path_factory):
     yield None
     return
   out = str(tmp_path_factory.mktemp("fusion_sharded") / "out.npz")
-  env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  env = subprocess_env(8)
   proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "fusion_sharded_check.py"), out], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 

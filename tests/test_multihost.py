@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DRIVER, ROOT, read_jsonl, run_driver, xla_flags
+from conftest import DRIVER, ROOT, read_jsonl, run_driver, subprocess_env
 
 CONFIG = os.path.join(ROOT, "experiments", "clip_shapes.py") + ":runlocal"
 # One after the other on one xdist worker: each test runs 2-3 jobs at once with gloo collectives between them, and
@@ -28,7 +28,7 @@ def _port() -> int:
 
 def _launch(workdir, *extra, steps=3, devices=2):
   port = _port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=xla_flags(devices))
+  env = subprocess_env(devices)
   procs = []
   for pid in range(2):
     cmd = [sys.executable, DRIVER, "--config", CONFIG, "--workdir", str(workdir), "--set", f"total_steps={steps}",
