@@ -24,7 +24,7 @@ install: $(STAMP)
 
 demo: install
 	rm -rf $(DEMO_DIR)
-	$(PY) -m mmjax.main --config experiments/clip_shapes.py --workdir $(DEMO_DIR)
+	$(PY) -m mmjax.main --config experiments/demo.py --workdir $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

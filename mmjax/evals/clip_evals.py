@@ -1,14 +1,19 @@
 """CLIP evaluation: zero-shot classification (Radford et al. 2021) and image<->text retrieval R@1/5/10.
 
 Works for any two-tower model with `encode_image` / `encode_text` methods (CLIP, SigLIP) and any dataset that
-`make_eval_arrays` serves; zero-shot tasks exist for datasets listed in ZERO_SHOT_TASKS.
+`make_eval_arrays` serves; zero-shot tasks exist for datasets listed in ZERO_SHOT_TASKS. On the shapes data it
+also writes `<workdir>/zero_shot.png`: the first `evals.zero_shot_images` test images, each with its top-1
+zero-shot "colour shape" label (the shape_colour task) and the true one.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
 from mmjax.data import image_folder, pipeline
-from mmjax.evals.base import apply_fn, batched_apply, eval_arrays
+from mmjax.evals import plots
+from mmjax.evals.base import EVAL_KEYS, apply_fn, batched_apply, eval_arrays
 from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.evals.zero_shot import CIFAR_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
 from mmjax.registry import EVALUATORS
@@ -16,6 +21,7 @@ from mmjax.registry import EVALUATORS
 ZERO_SHOT_TASKS = {"shapes": shapes_tasks}   # data.name -> () -> {task: (classnames, label_fn, templates)}
 # Prepared classification data sets usable as `evals.zero_shot_data`: name -> (split, prompt templates).
 ZERO_SHOT_DATA = {"cifar10_test": ("test", CIFAR_TEMPLATES), "cifar100": ("test", CIFAR_TEMPLATES)}
+EVAL_KEYS["clip"] = {"zero_shot_images": 12}   # images in <workdir>/zero_shot.png (0: no figure)
 
 
 def _zero_shot_data_arrays(ctx, name: str):
@@ -47,6 +53,20 @@ def _zero_shot_data_arrays(ctx, name: str):
   return ctx.cache[key]
 
 
+def _prediction_grid(ctx, images, logits, labels, classnames, top1: float) -> None:
+  """`<workdir>/zero_shot.png`: the first evals.zero_shot_images images with top-1 and true class (process 0)."""
+  import jax
+  k = min(int(ctx.config.evals.get("zero_shot_images", 12)), len(images))
+  if ctx.workdir is None or k == 0 or jax.process_index() != 0:
+    return
+  pred = np.argmax(logits[:k], axis=1)
+  captions = [f"{'ok' if p == t else 'WRONG'}: {classnames[p]}\ntrue: {classnames[t]}"
+              for p, t in zip(pred, labels[:k])]
+  plots.image_grid([np.asarray(images[:k])], ["test image"], os.path.join(ctx.workdir, "zero_shot.png"),
+                   title=f"zero-shot top-1 colour + shape ({top1:.1f} % of {len(labels)} test images)",
+                   captions=captions)
+
+
 @EVALUATORS.register("clip")
 def clip_eval(params, ctx) -> dict[str, float]:
   cfg = ctx.config
@@ -66,8 +86,12 @@ def clip_eval(params, ctx) -> dict[str, float]:
     tokenize = lambda texts: ctx.tokenizer.encode(list(texts), context_length)
     for task, (classnames, label_fn, templates) in tasks_fn().items():
       classifier = build_classifier(encode_text, tokenize, classnames, templates)
-      acc = zero_shot_accuracy(img, classifier, np.asarray(label_fn(arrays)))
+      labels = np.asarray(label_fn(arrays))
+      acc = zero_shot_accuracy(img, classifier, labels)
       results[f"zero_shot/{task}"] = float(acc["top1"])
+      if task == "shape_colour":
+        _prediction_grid(ctx, arrays["image"], np.asarray(img) @ np.asarray(classifier).T, labels, classnames,
+                         acc["top1"])
   zs = cfg.evals.get("zero_shot_data", "")
   if cfg.evals.zero_shot and zs:
     images, labels, classnames = _zero_shot_data_arrays(ctx, zs)
