@@ -15,9 +15,10 @@ def test_init_jit_gives_the_plain_jit_init_up_to_rounding():
   args = (jax.random.PRNGKey(3), np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 8), np.int32))
   fast = cpu_tuning.init_jit(model.init)
   assert cpu_tuning.on_cpu()
-  # XLA's default backend level (3), named: the suite itself compiles at level 0 (tests/conftest.py TEST_XLA_FLAGS),
-  # and per-compile options win over XLA_FLAGS, so this is the init a user's run gets.
-  plain = jax.tree.leaves(jax.jit(model.init, compiler_options={"xla_backend_optimization_level": 3})(*args))
+  # XLA's defaults (backend level 3, fusion emitters), named: the suite itself compiles at level 0 without them
+  # (tests/conftest.py TEST_XLA_FLAGS), and per-compile options win over XLA_FLAGS, so this is a user's run's init.
+  plain = jax.tree.leaves(jax.jit(model.init, compiler_options={"xla_backend_optimization_level": 3,
+                                                                "xla_cpu_use_fusion_emitters": True})(*args))
   got = jax.tree.leaves(fast(*args))
   assert len(got) == len(plain)
   for a, b in zip(got, plain):

@@ -88,7 +88,7 @@ def residual_bytes(remat: str, x: jax.Array) -> tuple[int, jax.Array]:
 
 
 def test_remat_policies_keep_less_and_change_no_gradient():
-  """Each remat policy gives the same gradients (1e-5) while keeping fewer residuals for the backward pass: with
+  """Each remat policy gives the same gradients (1e-5, or 1e-6 of a leaf's largest entry) while keeping fewer residuals for the backward pass: with
   "full" only each block's input [B, T, w] (+ parameters), with "dots" the matmul outputs but not the
   elementwise ops."""
   b, t, w = 8, 65, 32
@@ -98,7 +98,8 @@ def test_remat_policies_keep_less_and_change_no_gradient():
     kept[remat], grads[remat] = residual_bytes(remat, x)
   for remat in ("full", "dots", "dots_no_batch"):
     for a, ref in zip(jax.tree.leaves(grads[remat]), jax.tree.leaves(grads["none"])):
-      np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-5)
+      # float32 sums in another order round differently (up to ~1e-7 of the leaf's largest entry, ~2,000 here)
+      np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(ref).max())))
   # "none" keeps per block at least: 2 LN outputs, q/k/v, 2 x attention weights [B, H, T, T], MLP hidden (4 w)
   # before and after GELU: far above "full", which keeps 4 block inputs (+ the params, counted in all).
   act = b * t * w * 4
