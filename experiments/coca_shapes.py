@@ -5,7 +5,8 @@ multimodal layers for the captions. objective "clip+caption" on model "multitask
   python -m mmjax.main --config experiments/coca_shapes.py --workdir runs/coca_shapes
   python -m mmjax.main --config experiments/coca_shapes.py:runlocal --workdir /tmp/x     (seconds; for tests)
 
-Logs train/clip/loss, train/caption/loss and the weighted total train/loss; evaluates zero-shot and retrieval.
+Logs train/clip/loss, train/caption/loss and the weighted total train/loss; evaluates zero-shot and retrieval, and
+captions the test images (greedy; BLEU, CIDEr-D, the shapes attribute scores; captions.png in the workdir).
 """
 import os
 
@@ -19,4 +20,5 @@ def get_config(arg: str | None = None):
   c.model.name = "multitask_clip"
   heads = 2 if config_lib.parse_arg(arg).runlocal else 4
   c.model.heads = {"caption": {"depth": 1, "num_heads": heads}}
+  c.evals.names = "clip,captioning"                          # + greedy captions, BLEU and CIDEr-D
   return c

@@ -114,7 +114,7 @@ def caption_greedy(model, params, images: jax.Array, max_len: int | None = None)
   """A captioner's greedy captions of images [B, H, W, 3] -> tokens int32 [B, max_len] (jit it with the model
   closed over: `jax.jit(lambda p, x: caption_greedy(model, p, x))`)."""
   max_len = model.context_length if max_len is None else max_len
-  memory = model.apply({"params": params}, images, method="encode_image")
+  memory = model.apply({"params": params}, images, method="caption_memory")
   cache = model.apply({"params": params}, memory, max_len, method="init_cache")
   return greedy_decode(_captioner_step(model, params), cache, images.shape[0], max_len=max_len,
                        sot_id=model.sot_id, eot_id=model.eot_id, pad_id=model.pad_id)
@@ -124,7 +124,7 @@ def caption_beam(model, params, images: jax.Array, *, beam_size: int = 4, alpha:
                  max_len: int | None = None) -> tuple[jax.Array, jax.Array]:
   """A captioner's beam-search captions -> (tokens int32 [B, max_len], scores [B])."""
   max_len = model.context_length if max_len is None else max_len
-  memory = model.apply({"params": params}, images, method="encode_image")
+  memory = model.apply({"params": params}, images, method="caption_memory")
   memory = jnp.repeat(memory, beam_size, axis=0)                     # row b, beam k at b * K + k
   cache = model.apply({"params": params}, memory, max_len, method="init_cache")
   return beam_search(_captioner_step(model, params), cache, images.shape[0], beam_size=beam_size,

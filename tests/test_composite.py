@@ -155,3 +155,31 @@ def test_config_errors_are_one_line():
     build_model(ml_collections.ConfigDict(dict(MODEL, heads=dict(mlm={}))))
   with pytest.raises(MmjaxError, match=r"model\.heads\.captoin"):
     build_model(ml_collections.ConfigDict(dict(MODEL, heads=dict(captoin={}))))
+
+
+def test_coca_greedy_captions_follow_the_teacher_forced_argmax():
+  """mmjax.decoding.caption_greedy on CoCa (multitask_clip + caption head, decode_step re-reading the prefix)
+  gives the captions of a plain loop: feed the prefix to caption_logits (teacher forcing), append its argmax,
+  pad after <eot>. With random weights the argmax is spread over the vocabulary, so a wrong position or a
+  leak of the pads into the causal prefix would change the tokens."""
+  from mmjax.decoding import caption_greedy
+  cfg = dict(MODEL, heads=dict(caption=dict(depth=1, num_heads=2)))
+  batch = batch_of(8, seed=3)
+  model, params = init(cfg, batch)
+  # An untrained head's argmax is <eot> at once; spread it: the output kernel scaled up (the argmax then varies
+  # with the prefix and the image) and <eot> made rarer.
+  head = params["caption_head"]
+  params = dict(params, caption_head=dict(kernel=head["kernel"] * 30.0, bias=head["bias"].at[2].add(-2.5)))
+  assert model.can_caption and not build_model(ml_collections.ConfigDict(dict(MODEL, heads={}))).can_caption
+  got = np.asarray(jax.jit(lambda p, x: caption_greedy(model, p, x))(params, batch["image"]))
+  logits_fn = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t, method="caption_logits"))
+  want = np.full((8, 8), 0, np.int32)
+  want[:, 0] = 1                                     # <sot>
+  done = np.zeros(8, bool)
+  for t in range(7):
+    nxt = np.argmax(np.asarray(logits_fn(params, batch["image"], want[:, :t + 1]))[:, t], axis=-1)
+    nxt = np.where(done, 0, nxt)
+    want[:, t + 1] = nxt
+    done |= nxt == 2
+  np.testing.assert_array_equal(got, want)
+  assert len(set(want[:, 1:].ravel().tolist())) > 4 and 0 < done.sum() < len(done)   # varied; some rows end

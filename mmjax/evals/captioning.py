@@ -179,8 +179,9 @@ def captioning_eval(params, ctx) -> dict[str, float]:
   from mmjax.evals import plots
   from mmjax.evals.base import batched_apply, eval_arrays, predict_fn
   cfg, model = ctx.config, ctx.model
-  if not hasattr(model, "decode_step"):
-    raise MmjaxError(f"evaluator 'captioning' needs a captioning model (model.name='captioner'); got "
+  if not getattr(model, "can_caption", False):
+    raise MmjaxError(f"evaluator 'captioning' needs a captioning model (model.name='captioner', or "
+                     f"'multitask_clip' with model.heads.caption); got "
                      f"model.name={cfg.model.name!r} (remove 'captioning' from evals.names)")
   arrays = eval_arrays(ctx)
   images = arrays["image"]

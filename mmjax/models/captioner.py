@@ -7,7 +7,7 @@ images [B, H, W, 3], tokens int32 [B, T] (T <= decoder.context_length) -> logits
 position t predict token t + 1 (teacher forcing; objectives/caption.py shifts). Tokens are the tokenizer's
 `<sot> ... <eot> <pad>...` (mmjax.data.tokenizer).
 
-Cached decoding (mmjax.decoding): `encode_image(images) -> memory [B, N+1, c]`, `init_cache(memory, max_len)`
+Cached decoding (mmjax.decoding): `caption_memory(images)` = `encode_image(images) -> memory [B, N+1, c]`, `init_cache(memory, max_len)`
 -> a pytree of per-block caches, `decode_step(cache, token [B], position) -> (logits [B, V], cache)`. The
 cross-attention keys/values of the memory are computed once, in `init_cache`, so `decode_step` needs no memory.
 
@@ -141,6 +141,12 @@ class Captioner(nn.Module):
       return self.encoder(images, train=train)
     _, out = self.encoder(images, train=train)
     return out["normed_tokens"]
+
+  def caption_memory(self, images: jax.Array, train: bool = False) -> jax.Array:
+    """The memory mmjax.decoding starts from: encode_image's."""
+    return self.encode_image(images, train=train)
+
+  can_caption = True          # the captioning evaluator's test (mmjax.models.multitask: only with a caption head)
 
   def decode(self, tokens: jax.Array, memory: jax.Array) -> jax.Array:
     """tokens int32 [B, T], memory [B, N, c] -> logits [B, T, V] (teacher forcing)."""

@@ -8,6 +8,8 @@ model.heads (each optional; a term of config.objective other than clip/siglip ne
     self-attention + cross-attention to every ViT token after ln_post) on its tokens, then LayerNorm and a Dense
     to the vocabulary. `caption_logits(images [B, H, W, 3], tokens [B, T]) -> [B, T, V]`, T <= text.context_length
     (the text tower reads the tokens padded to its context; causal, so the padding changes nothing before it).
+    Decodable like the captioner (`caption_memory`, `init_cache`, `decode_step`): the captioning evaluator's
+    greedy/beam captions and CIDEr-D work on CoCa too.
   simclr = {hidden, dim}: SLIP (Mu et al. 2022): an MLP (Dense-LayerNorm-ReLU x 2, Dense; SLIP's BatchNorm
     replaced by LayerNorm) on the image tower's pooled token. `simclr_embed(images) -> [B, dim]`.
   mae = {width, depth, num_heads, mlp_ratio, mask_ratio, norm_pix_loss}: an MAE decoder (He et al. 2022) on the
@@ -34,6 +36,7 @@ from mmjax.layers.decoder import DecoderBlock
 from mmjax.models.clip import CLIP
 from mmjax.models.mae import masking_from_noise, sincos_2d, sub_config, unshuffle
 from mmjax.registry import MODELS
+from mmjax.vocab import PAD_ID, SOT_ID
 
 HEADS = {"caption": (("depth", "num_heads"), {"mlp_ratio": 4.0}),
          "simclr": ((), {"hidden": 256, "dim": 64}),
@@ -79,6 +82,21 @@ class MultiTaskCLIP(CLIP):
     return int(self.text["vocab_size"])
 
   @property
+  def context_length(self) -> int:
+    return int(self.text["context_length"])
+
+  @property
+  def pad_id(self) -> int:
+    return int(dict(self.text).get("pad_id", PAD_ID))
+
+  sot_id = SOT_ID
+
+  @property
+  def can_caption(self) -> bool:
+    """Whether the captioning evaluator and mmjax.decoding can caption with this model (a CoCa caption head)."""
+    return "caption" in self.heads
+
+  @property
   def patch_size(self) -> int:
     return int(self.vision["patch_size"])
 
@@ -122,16 +140,42 @@ class MultiTaskCLIP(CLIP):
 
   def caption_logits(self, images: jax.Array, tokens: jax.Array, train: bool = False) -> jax.Array:
     """images [B, H, W, 3], tokens int32 [B, T] -> logits float32 [B, T, V] (position t predicts token t + 1)."""
+    return self.caption_decode(tokens, self.caption_memory(images, train=train), train=train)
+
+  def caption_memory(self, images: jax.Array, train: bool = False) -> jax.Array:
+    """images [B, H, W, 3] -> the captioner's memory [B, N+1, w]: every ViT token after ln_post."""
     _, out = self.vision_tower(images, train=train)
-    t, length = tokens.shape[1], int(self.text["context_length"])
+    return out["normed_tokens"]
+
+  def caption_decode(self, tokens: jax.Array, memory: jax.Array, train: bool = False) -> jax.Array:
+    """tokens int32 [B, T], memory [B, N+1, w] -> logits float32 [B, T, V] (teacher forcing)."""
+    t, length = tokens.shape[1], self.context_length
     if t > length:
       raise MmjaxError(f"caption tokens have length {t} > model.text.context_length={length}")
-    padded = jnp.pad(tokens, ((0, 0), (0, length - t)), constant_values=int(dict(self.text).get("pad_id", 0)))
+    padded = jnp.pad(tokens, ((0, 0), (0, length - t)), constant_values=self.pad_id)
     _, txt = self.text_tower(padded, train=train)
     x = txt["normed_tokens"][:, :t]
     for block in self.caption_blocks:
-      x = block(x, out["normed_tokens"])
+      x = block(x, memory)
     return self.caption_head(self.caption_ln(x)).astype(jnp.float32)
+
+  # Decoding (mmjax.decoding.caption_greedy / caption_beam): the text tower has no per-block key/value cache, so a
+  # step re-runs it on the whole padded context (causal: the pads after `position` change nothing before it). That
+  # is O(T^2) in the caption length, cheap at T <= context_length = a few dozen tokens.
+  def init_cache(self, memory: jax.Array, max_len: int | None = None) -> dict[str, jax.Array]:
+    """memory [B, N+1, w] -> {"memory", "tokens" int32 [B, context_length] (pad)} for decode_step."""
+    if max_len is not None and int(max_len) > self.context_length:
+      raise MmjaxError(f"decoding max_len={max_len} exceeds model.text.context_length={self.context_length}")
+    return {"memory": memory, "tokens": jnp.full((memory.shape[0], self.context_length), self.pad_id, jnp.int32)}
+
+  def decode_step(self, cache: dict[str, jax.Array], token: jax.Array,
+                  position: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """cache, token int32 [B] at `position` (scalar) -> (logits [B, V] for the next token, updated cache)."""
+    pos = jnp.asarray(position, jnp.int32)
+    tokens = jax.lax.dynamic_update_slice(cache["tokens"], token[:, None].astype(jnp.int32),
+                                          (jnp.zeros((), jnp.int32), pos))
+    logits = self.caption_decode(tokens, cache["memory"])                    # causal: the pads after pos are unseen
+    return jax.lax.dynamic_index_in_dim(logits, pos, axis=1, keepdims=False), dict(cache, tokens=tokens)
 
   def simclr_embed(self, images: jax.Array, train: bool = False) -> jax.Array:
     """images [B, H, W, 3] -> SimCLR projections [B, dim] (float32) of the pooled image token."""
