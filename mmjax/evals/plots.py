@@ -36,7 +36,7 @@ def image_grid(rows: Sequence[np.ndarray], row_titles: Sequence[str], path: str,
     wrapped = ["\n".join(textwrap.fill(part, width) for part in str(c).split("\n")) for c in captions]
   lines = max((w.count("\n") + 1 for w in wrapped), default=0) if wrapped else 0
   fig, axes = plt.subplots(len(rows), n, figsize=(cell_inches * n + 1.0,
-                                                  cell_inches * len(rows) + 0.4 + 0.09 * lines), squeeze=False)
+                                                  cell_inches * len(rows) + 0.4 + 0.12 * lines), squeeze=False)
   for r, (images, name) in enumerate(zip(rows, row_titles)):
     images = to_unit_range(images)
     for c in range(n):
@@ -53,7 +53,7 @@ def image_grid(rows: Sequence[np.ndarray], row_titles: Sequence[str], path: str,
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
+  fig.savefig(tmp, dpi=100, bbox_inches="tight")     # nothing clipped (captions, titles)
   plt.close(fig)
   os.replace(tmp, path)
   return path
