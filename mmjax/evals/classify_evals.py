@@ -30,7 +30,8 @@ from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import robustness as rb
 from mmjax.evals.base import EVAL_KEYS, NoTokenizer, predict_fn
-from mmjax.objectives import classify, get_objective
+from mmjax.models.inputs import input_keys, length_kwargs
+from mmjax.objectives import get_objective
 from mmjax.registry import DATASETS, EVALUATORS
 
 EVAL_KEYS["classification"] = {"split": "test", "robustness_modality": ""}
@@ -74,7 +75,6 @@ def predictor(ctx, params, keys: tuple[str, ...], batch_size: int):
   model = ctx.model
   apply = predict_fn(ctx, "classification", lambda p, xs, kw: model.apply({"params": p}, *xs, train=False, **kw),
                      batch_argnums=(1, 2))
-  modalities = getattr(model, "modalities", None) or ()
 
   def predict(inputs: dict) -> np.ndarray:
     n = len(inputs[keys[0]])
@@ -84,8 +84,7 @@ def predictor(ctx, params, keys: tuple[str, ...], batch_size: int):
       m = len(chunk[keys[0]])
       if m < batch_size:
         chunk = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - m, axis=0)]) for k, v in chunk.items()}
-      lengths = {k: chunk[f"{k}_length"] for k in modalities if f"{k}_length" in chunk}
-      logits = apply(params, [chunk[k] for k in keys], {"lengths": lengths} if lengths else {})
+      logits = apply(params, [chunk[k] for k in keys], length_kwargs(keys, chunk))
       out.append(np.asarray(jax.device_get(logits))[:m])
     return np.concatenate(out)
 
@@ -95,7 +94,7 @@ def predictor(ctx, params, keys: tuple[str, ...], batch_size: int):
 @EVALUATORS.register("classification")
 def classification_eval(params, ctx) -> dict[str, float]:
   cfg, model = ctx.config, ctx.model
-  keys = classify.input_keys(model, get_objective(cfg.objective).batch_keys)
+  keys = input_keys(model, get_objective(cfg.objective).batch_keys)
   if not keys:
     raise MmjaxError(f"evaluator 'classification' needs a model with inputs: model.name={cfg.model.name!r} has "
                      f"no `modalities` and objective {cfg.objective!r} no batch_keys")

@@ -17,7 +17,8 @@ from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals.classify_evals import eval_split, predictor
 from mmjax.evals.base import EVAL_KEYS
-from mmjax.objectives import classify, get_objective
+from mmjax.models.inputs import input_keys
+from mmjax.objectives import get_objective
 from mmjax.registry import EVALUATORS
 
 EVAL_KEYS["vqa"] = {"split": "test", "prior_train_examples": 5000}
@@ -51,7 +52,7 @@ def vqa_eval(params, ctx) -> dict[str, float]:
   cfg, model = ctx.config, ctx.model
   if str(cfg.data.name) != "vqa_shapes":
     raise MmjaxError(f"evaluator 'vqa' needs data.name='vqa_shapes'; got {cfg.data.name!r}")
-  keys = classify.input_keys(model, get_objective(cfg.objective).batch_keys)
+  keys = input_keys(model, get_objective(cfg.objective).batch_keys)
   arrays = eval_split(ctx)
   inputs = {k: v for k, v in arrays.items() if k in keys or k.endswith("_length")}
   labels, qtype = np.asarray(arrays["label"]), np.asarray(arrays["qtype"])

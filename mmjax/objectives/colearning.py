@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from mmjax.errors import MmjaxError
 from mmjax.models.clip import l2_normalize
+from mmjax.models.inputs import length_kwargs, model_inputs
 from mmjax.objectives.base import Objective
 from mmjax.objectives.classify import softmax_cross_entropy
 from mmjax.objectives.contrastive import clip_loss
@@ -70,8 +71,7 @@ def mctn_loss(params, batch: dict, rng, *, model, train: bool = True):
                      f"the batch has {sorted(batch)}")
   x_s = batch[model.source]
   x_t = jnp.concatenate([_f32(batch[k]) for k in model.targets], axis=-1)
-  length_key = f"{model.source}_length"
-  kwargs = {"lengths": {model.source: batch[length_key]}} if length_key in batch else {}
+  kwargs = length_kwargs((model.source,), batch)
   logits, aux = model.apply({"params": params}, x_s, train=train, return_aux=True, rngs={"dropout": rng}, **kwargs)
   parts = translation_losses(x_s, x_t, aux["target_hat"], aux["source_hat"])
   ce = jnp.mean(softmax_cross_entropy(logits, batch["label"]))
@@ -106,14 +106,11 @@ def _teacher(model):
 
 def distill_loss(params, batch: dict, rng, *, model, train: bool = True):
   """-> ((1-α) CE_lab + α KD_T, {loss, ce, kd, accuracy, teacher_accuracy, agreement, labeled})."""
-  keys = tuple(model.modalities)
-  missing = [k for k in (*keys, "label") if k not in batch]
-  if missing:
-    raise MmjaxError(f"objective 'distill' needs batch keys {missing}; the batch has {sorted(batch)}")
+  if "label" not in batch:
+    raise MmjaxError(f"objective 'distill' needs batch key 'label'; the batch has {sorted(batch)}")
+  args, kwargs = model_inputs(model, batch, what="objective 'distill'")
   teacher = _teacher(model)
-  lengths = {k: batch[f"{k}_length"] for k in keys if f"{k}_length" in batch}
-  kwargs = {"lengths": lengths} if lengths else {}
-  logits = model.apply({"params": params}, *[batch[k] for k in keys], train=train, rngs={"dropout": rng}, **kwargs)
+  logits = model.apply({"params": params}, *args, train=train, rngs={"dropout": rng}, **kwargs)
   t_logits = teacher(batch)
   labels = batch["label"]
   mask = batch.get("labeled", jnp.ones(labels.shape, jnp.float32))

@@ -21,7 +21,8 @@ from mmjax.data.tokenizer import Tokenizer
 from mmjax.errors import MmjaxError
 from mmjax.evals import runner as eval_runner
 from mmjax.models import build_model
-from mmjax.objectives import classify, get_objective
+from mmjax.models.inputs import model_inputs
+from mmjax.objectives import get_objective
 from mmjax.registry import DATASETS
 from mmjax.train import best as best_lib
 from mmjax.train import checkpoint as ckpt_lib
@@ -109,24 +110,6 @@ def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, s
   return tok
 
 
-def model_inputs(objective, batch: dict[str, Any], model=None) -> list[Any]:
-  """The model's positional inputs from a batch: the entries named by `model.modalities` (fusion classifiers)
-  when the model has one, else by the objective's `batch_keys`."""
-  keys = classify.input_keys(model, objective.batch_keys)
-  missing = [k for k in keys if k not in batch]
-  if missing:
-    raise MmjaxError(f"the data (config key data.name) gives no {missing} that the model / objective needs; "
-                     f"batch keys: {sorted(batch)}")
-  return [batch[k] for k in keys]
-
-
-def model_kwargs(model, batch: dict[str, Any]) -> dict[str, Any]:
-  """Keyword inputs beside `model_inputs`: `lengths={m: batch["<m>_length"]}` for the modalities that have them
-  (recurrent encoders of a fusion classifier), as the "classify" objective passes them."""
-  lengths = {k: batch[f"{k}_length"] for k in getattr(model, "modalities", None) or () if f"{k}_length" in batch}
-  return {"lengths": lengths} if lengths else {}
-
-
 def batch_spec(batch: dict[str, np.ndarray]) -> dict[str, tuple]:
   return {k: (tuple(np.shape(v)), np.asarray(v).dtype.str) for k, v in batch.items()}
 
@@ -180,8 +163,9 @@ class Trainer:
   def _build_state(self) -> None:
     sample = pipeline.first_caption_only(pipeline.make_eval_arrays(self.config.data, self.tokenizer, 2, "train"))
     self.model = teacher_lib.attach(self.model, sample)   # a distillation student's frozen teacher, read once here
-    inputs = [jnp.asarray(x) for x in model_inputs(self.objective, sample, self.model)]
-    kwargs = jax.tree.map(jnp.asarray, model_kwargs(self.model, sample))
+    args, kwargs = model_inputs(self.model, sample, self.objective.batch_keys,
+                                what=f"model.name={self.config.model.name!r} (the data: config key data.name)")
+    inputs, kwargs = [jnp.asarray(x) for x in args], jax.tree.map(jnp.asarray, kwargs)
     self._init_inputs = (inputs, kwargs)
     rng = jax.random.PRNGKey(self.config.seed)
     abstract = jax.eval_shape(self.init_state, rng, inputs, kwargs)
