@@ -158,7 +158,9 @@ def main() -> None:
            "", *verdicts(steps_res), ""]
   if wall_res:
     lines += [f"## Equal wall time (CLIP's {args.steps} steps at {clip_sps:.2f} steps/s; seed {seeds[0]}; each "
-              f"method's steps = {args.steps} x its steps/s / CLIP's)", "", *table(wall_res, "wall"), ""]
+              f"method's steps = {args.steps} x its steps/s / CLIP's)", "",
+              "One seed per method: read it against the equal-steps seed spread above.", "",
+              *table(wall_res, "wall"), ""]
   write_section(args.table, "shapes", "\n".join(lines), command, title="Composite objectives")
   print(f"wrote the shapes section of {args.table}")
 
