@@ -34,3 +34,5 @@ def test_fallback_keys_without_modalities_and_no_lengths():
 def test_missing_key_names_who_needs_it_and_what_the_batch_has():
   with pytest.raises(MmjaxError, match=r"objective 'classify' needs batch keys \['audio'\].*\['label', 'text'\]"):
     model_inputs(Fusion(), {"text": np.zeros(2), "label": np.zeros(2)}, what="objective 'classify'")
+  with pytest.raises(MmjaxError, match=r"needs batch keys \['label'\]"):         # a key the caller reads itself
+    model_inputs(Fusion(), {"text": np.zeros(2), "audio": np.zeros(2)}, also=("label",))

@@ -24,12 +24,13 @@ def length_kwargs(keys: tuple[str, ...], batch: Mapping[str, Any]) -> dict[str, 
   return {"lengths": lengths} if lengths else {}
 
 
-def model_inputs(model, batch: Mapping[str, Any], fallback: tuple[str, ...] = (), *,
+def model_inputs(model, batch: Mapping[str, Any], fallback: tuple[str, ...] = (), *, also: tuple[str, ...] = (),
                  what: str = "the model") -> tuple[list[Any], dict[str, Any]]:
-  """(args, kwargs) for `model.apply(variables, *args, **kwargs)` from `batch`; a missing key is one error naming
-  `what` needs it, the model's inputs and the keys the batch has."""
+  """(args, kwargs) for `model.apply(variables, *args, **kwargs)` from `batch`. A missing key, of the model's inputs
+  or of `also` (keys the caller reads itself, e.g. "label"), is one error naming what needs it, the model's inputs
+  and the keys the batch has."""
   keys = input_keys(model, fallback)
-  missing = [k for k in keys if k not in batch]
+  missing = [k for k in (*keys, *also) if k not in batch]
   if missing:
     raise MmjaxError(f"{what} needs batch keys {missing} (the model's inputs: {list(keys)}); the batch has "
                      f"{sorted(batch)}")

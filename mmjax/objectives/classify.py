@@ -8,7 +8,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mmjax.errors import MmjaxError
 from mmjax.models.inputs import model_inputs
 from mmjax.objectives.base import Objective
 from mmjax.registry import OBJECTIVES
@@ -23,9 +22,8 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def classify_loss(params, batch: dict, rng, *, model, train: bool = True):
   """-> (mean cross-entropy, {"loss", "accuracy"})."""
-  if "label" not in batch:
-    raise MmjaxError(f"objective 'classify' needs batch key 'label'; the batch has {sorted(batch)}")
-  args, kwargs = model_inputs(model, batch, CLASSIFY_OBJECTIVE.batch_keys, what="objective 'classify'")
+  args, kwargs = model_inputs(model, batch, CLASSIFY_OBJECTIVE.batch_keys, also=("label",),
+                              what="objective 'classify'")
   logits = model.apply({"params": params}, *args, train=train, rngs={"dropout": rng}, **kwargs)
   labels = batch["label"]
   loss = jnp.mean(softmax_cross_entropy(logits, labels))

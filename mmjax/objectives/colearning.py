@@ -106,9 +106,7 @@ def _teacher(model):
 
 def distill_loss(params, batch: dict, rng, *, model, train: bool = True):
   """-> ((1-α) CE_lab + α KD_T, {loss, ce, kd, accuracy, teacher_accuracy, agreement, labeled})."""
-  if "label" not in batch:
-    raise MmjaxError(f"objective 'distill' needs batch key 'label'; the batch has {sorted(batch)}")
-  args, kwargs = model_inputs(model, batch, what="objective 'distill'")
+  args, kwargs = model_inputs(model, batch, also=("label",), what="objective 'distill'")
   teacher = _teacher(model)
   logits = model.apply({"params": params}, *args, train=train, rngs={"dropout": rng}, **kwargs)
   t_logits = teacher(batch)
