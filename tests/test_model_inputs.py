@@ -36,3 +36,17 @@ def test_missing_key_names_who_needs_it_and_what_the_batch_has():
     model_inputs(Fusion(), {"text": np.zeros(2), "label": np.zeros(2)}, what="objective 'classify'")
   with pytest.raises(MmjaxError, match=r"needs batch keys \['label'\]"):         # a key the caller reads itself
     model_inputs(Fusion(), {"text": np.zeros(2), "audio": np.zeros(2)}, also=("label",))
+
+
+def test_a_tokenizer_larger_than_the_model_vocabulary_stops_at_start_up(tmp_path):
+  """An id past the embedding table is no error inside jit (flax's Embed returns NaN for it): the Trainer refuses
+  the run instead, naming both sizes and the key to set, before anything compiles."""
+  import os
+  from mmjax import config as config_lib
+  from mmjax.train import loop
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = config_lib.load_experiment(os.path.join(root, "experiments", "clip_shapes.py"), "runlocal")
+  config.data.vocab_size, config.model.text.vocab_size = 2048, 64
+  with pytest.raises(MmjaxError, match=r"the tokenizer has \d+ tokens .* model\.text\.vocab_size=64: .*"
+                                       r"--config\.model\.text\.vocab_size=\d+"):
+    loop.Trainer(config, str(tmp_path))

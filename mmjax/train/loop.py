@@ -67,6 +67,22 @@ def check_model_data(config) -> None:
                      f"set both to the same value (e.g. --config.data.context_length={ctx})")
 
 
+def check_tokenizer_vocab(config, tokenizer) -> None:
+  """The tokenizer's ids must fit the model's token embedding. A larger id is no error inside jit: flax's nn.Embed
+  returns a NaN row for it (a plain gather clamps it to the last row), so a too-small model.text/decoder.vocab_size
+  shows up steps later as a non-finite loss, or trains silently on wrong tokens. Checked before anything compiles."""
+  if tokenizer is None or getattr(tokenizer, "vocab_size", None) is None:
+    return
+  for key in ("model.text.vocab_size", "model.decoder.vocab_size"):
+    vocab = _get(config, key)
+    if vocab is not None and int(tokenizer.vocab_size) > int(vocab):
+      kind = _get(config, "tokenizer.kind") or "bpe_trained"
+      made = f", data.vocab_size={_get(config, 'data.vocab_size')}" if kind == "bpe_trained" else ""
+      raise MmjaxError(f"the tokenizer has {tokenizer.vocab_size} tokens (tokenizer.kind={kind!r}{made}) but config "
+                       f"key {key}={vocab}: ids >= {vocab} fall outside the token embedding; set "
+                       f"--config.{key}={tokenizer.vocab_size} (or more)")
+
+
 def config_schema(config):
   """The base config extended by the `data.*` keys the configured data set declares (`DatasetEntry.config_keys`)
   and the `evals.*` keys of the configured evaluators (`runner.evaluator_keys`): what `check_keys` accepts.
@@ -150,6 +166,7 @@ class Trainer:
     self.tx, self.schedule = optim.make_optimizer(config.optim, config.total_steps)
     self.start_step = self.ckpt.latest_step()
     self.tokenizer = load_or_build_tokenizer(config, workdir, self.ckpt, self.start_step)
+    check_tokenizer_vocab(config, self.tokenizer)
     self._build_state()
 
   # ---------------------------------------------------------------- state
