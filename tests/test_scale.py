@@ -88,8 +88,8 @@ def residual_bytes(remat: str, x: jax.Array) -> tuple[int, jax.Array]:
 
 
 def test_remat_policies_keep_less_and_change_no_gradient():
-  """Each remat policy gives the same gradients (1e-5, or 1e-6 of a leaf's largest entry) while keeping fewer residuals for the backward pass: with
-  "full" only each block's input [B, T, w] (+ parameters), with "dots" the matmul outputs but not the
+  """Each remat policy gives the same gradients (1e-5, or 1e-6 of a leaf's largest entry) while keeping fewer
+  residuals for the backward pass: with "full" only each block's input [B, T, w] (+ parameters), with "dots" the matmul outputs but not the
   elementwise ops."""
   b, t, w = 8, 65, 32
   x = jnp.asarray(np.random.default_rng(0).standard_normal((b, t, w), np.float32))

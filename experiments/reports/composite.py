@@ -42,23 +42,19 @@ COLUMNS = (("zero_shot/shape", "zero-shot shape"), ("zero_shot/colour", "colour"
 
 
 def run_one(method: str, seed: int, steps: int, batch_size: int, workdir: str, runlocal: bool) -> dict:
-  """Trains one method from scratch -> {"eval": final evaluation, "steps_per_s", "train_s", "params"}."""
+  """Trains one method from scratch -> {"eval": its final evaluation, "steps_per_s", "steps"}."""
   config = config_lib.load_experiment(os.path.join(ROOT, "experiments", METHODS[method]),
                                       "runlocal" if runlocal else None)
   config.seed, config.total_steps, config.batch_size = seed, steps, batch_size
   config.optim.warmup_steps = min(int(config.optim.warmup_steps), max(steps // 10, 1))
   config.checkpoint_every, config.progress_bar = steps, False
   shutil.rmtree(workdir, ignore_errors=True)
-  trainer = loop.Trainer(config, workdir)
-  t0 = time.time()
-  final = trainer.train()
-  total_s = time.time() - t0
+  final = loop.Trainer(config, workdir).train()
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl")) if line.strip()]
   rates = [r["train/steps_per_s"] for r in rows if "train/steps_per_s" in r]
   # The first flush includes the compile: the steps/s of the later ones are the steady state.
   sps = float(np.median(rates[1:] if len(rates) > 1 else rates))
-  return {"eval": {k: float(v) for k, v in final.items()}, "steps_per_s": sps, "total_s": total_s,
-          "steps": steps, "params": int(trainer.num_params)}
+  return {"eval": {k: float(v) for k, v in final.items()}, "steps_per_s": sps, "steps": steps}
 
 
 def cell(values: list[float], percent: bool) -> str:
@@ -70,7 +66,7 @@ def cell(values: list[float], percent: bool) -> str:
   return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def table(results: dict[str, list[dict]], what: str) -> list[str]:
+def table(results: dict[str, list[dict]]) -> list[str]:
   head = "| method | steps | steps/s | " + " | ".join(c[1] for c in COLUMNS) + " |"
   lines = [head, "|---" * (len(COLUMNS) + 3) + "|"]
   for method, runs in results.items():
@@ -121,7 +117,8 @@ def main() -> None:
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
   unknown = [m for m in methods if m not in METHODS]
   if unknown or "CLIP" not in methods:
-    ap.error(f"--methods must include CLIP and come from {', '.join(METHODS)} (got {', '.join(unknown) or args.methods})")
+    ap.error(f"--methods must include CLIP and come from {', '.join(METHODS)} "
+             f"(got {', '.join(unknown) or args.methods})")
   seeds = [int(s) for s in args.seeds.split(",")]
   command = " ".join([".venv/bin/python experiments/reports/composite.py", *sys.argv[1:]])
   slug = lambda m: m.split(" ")[0].lower().replace("+", "_")   # noqa: E731
@@ -154,13 +151,13 @@ def main() -> None:
            f"each): zero-shot top-1 in % (chance: shape 16.7, colour 12.5, shape+colour 2.1), retrieval recall in "
            f"% (I->T: an image's own caption among the {n_eval} captions), CoCa's CIDEr-D of its greedy caption "
            f"against the image's caption.", "",
-           f"## Equal steps ({args.steps} steps, seeds {args.seeds}: mean ± std)", "", *table(steps_res, "steps"),
+           f"## Equal steps ({args.steps} steps, seeds {args.seeds}: mean ± std)", "", *table(steps_res),
            "", *verdicts(steps_res), ""]
   if wall_res:
     lines += [f"## Equal wall time (CLIP's {args.steps} steps at {clip_sps:.2f} steps/s; seed {seeds[0]}; each "
               f"method's steps = {args.steps} x its steps/s / CLIP's)", "",
               "One seed per method: read it against the equal-steps seed spread above.", "",
-              *table(wall_res, "wall"), ""]
+              *table(wall_res), ""]
   write_section(args.table, "shapes", "\n".join(lines), command, title="Composite objectives")
   print(f"wrote the shapes section of {args.table}")
 

@@ -7,9 +7,9 @@ images [B, H, W, 3], tokens int32 [B, T] (T <= decoder.context_length) -> logits
 position t predict token t + 1 (teacher forcing; objectives/caption.py shifts). Tokens are the tokenizer's
 `<sot> ... <eot> <pad>...` (mmjax.data.tokenizer).
 
-Cached decoding (mmjax.decoding): `caption_memory(images)` = `encode_image(images) -> memory [B, N+1, c]`, `init_cache(memory, max_len)`
--> a pytree of per-block caches, `decode_step(cache, token [B], position) -> (logits [B, V], cache)`. The
-cross-attention keys/values of the memory are computed once, in `init_cache`, so `decode_step` needs no memory.
+Cached decoding (mmjax.decoding): `caption_memory(images)` = `encode_image(images) -> memory [B, N+1, c]`,
+`init_cache(memory, max_len)` -> a pytree of per-block caches, `decode_step(cache, token [B], position) -> (logits
+[B, V], cache)`. The cross-attention keys/values of the memory are computed once, in `init_cache`, so `decode_step` needs no memory.
 
 Params: {"vision": ViT (pool "none", no proj), "token_embedding", "pos_embedding" [L, w], "blocks_{i}"
 (mmjax.layers.decoder.DecoderBlock), "ln_final", ["head" when tie_embeddings=False]}.
