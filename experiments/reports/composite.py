@@ -1,16 +1,19 @@
-"""Composite objectives on the shapes data -> experiments/tables/composite.md (section "shapes").
+"""Composite objectives -> experiments/tables/composite.md (sections "shapes" and "flickr8k").
 
-  .venv/bin/python experiments/reports/composite.py [--steps 400] [--batch_size 64] [--seeds 0,1,2]
+  .venv/bin/python experiments/reports/composite.py [--steps 500] [--batch_size 64] [--seeds 0,1,2]
+  .venv/bin/python experiments/reports/composite.py --data flickr8k --steps 600 --seeds 0
   .venv/bin/python experiments/reports/composite.py --runlocal --seeds 0 --table /tmp/t.md      (a smoke test)
 
-Trains CLIP (experiments/clip_shapes.py), CoCa (coca_shapes.py: clip+caption), SLIP (slip_shapes.py: clip+simclr),
-FLIP (flip_shapes.py: patch dropout 0.5) and CLIP+MAE (clip_mae_shapes.py) from scratch with the one training loop
-(`loop.Trainer.train`), every run the same data, batch and schedule but its objective, and evaluates with the
-configs' own evaluators (zero-shot shape / colour / shape+colour, image<->text retrieval R@1/5/10 on 1,000 held-out
-images; CoCa's greedy captions, CIDEr-D):
+Trains CLIP, CoCa (clip+caption), SLIP (clip+simclr), FLIP (patch dropout 0.5) and CLIP+MAE from scratch with the
+one training loop (`loop.Trainer.train`), every run the same data, batch and schedule but its objective, and
+evaluates with the configs' own evaluators. Shapes: experiments/clip_shapes.py, coca_shapes.py, slip_shapes.py,
+flip_shapes.py, clip_mae_shapes.py (zero-shot shape / colour / shape+colour, image<->text retrieval R@1/5/10 on
+1,000 held-out images; CoCa's greedy captions, CIDEr-D). Flickr8k: experiments/composite_flickr8k.py:<method>
+(retrieval on the 1k test images and their 5k captions, zero-shot CIFAR-10, CoCa's CIDEr-D against 5 references):
 - equal steps: every method `--steps` steps, each seed of `--seeds` (mean ± std over the seeds);
-- equal wall time: seed 0 of every method again with the steps it makes in CLIP's training time (from the
-  methods' measured steps/s in the equal-steps runs; steps/s excludes evaluation and checkpoints).
+- equal wall time: every seed of every method again with the steps it makes in CLIP's training time (from the
+  methods' measured steps/s in the equal-steps runs; steps/s excludes evaluation and checkpoints); `--wall_seeds`
+  runs it for fewer seeds.
 Wall times are of this machine's shared CPU; the ratios between methods are the comparable figure.
 """
 from __future__ import annotations
@@ -33,18 +36,28 @@ from mmjax import config as config_lib  # noqa: E402
 from mmjax.train import loop  # noqa: E402
 
 TABLE = os.path.join(ROOT, "experiments", "tables", "composite.md")
-METHODS = {"CLIP": "clip_shapes.py", "CoCa (clip+caption)": "coca_shapes.py", "SLIP (clip+simclr)": "slip_shapes.py",
-           "FLIP (patch dropout 0.5)": "flip_shapes.py", "CLIP+MAE": "clip_mae_shapes.py"}
-COLUMNS = (("zero_shot/shape", "zero-shot shape"), ("zero_shot/colour", "colour"),
-           ("zero_shot/shape_colour", "shape+colour"), ("retrieval/i2t_R@1", "I->T R@1"),
-           ("retrieval/i2t_R@5", "R@5"), ("retrieval/i2t_R@10", "R@10"), ("retrieval/t2i_R@1", "T->I R@1"),
-           ("retrieval/t2i_R@5", "R@5"), ("retrieval/t2i_R@10", "R@10"), ("captioning/cider", "CIDEr-D"))
+NAMES = ("CLIP", "CoCa (clip+caption)", "SLIP (clip+simclr)", "FLIP (patch dropout 0.5)", "CLIP+MAE")
+# data set -> method -> (config file, config argument)
+CONFIGS = {"shapes": dict(zip(NAMES, [(f, None) for f in ("clip_shapes.py", "coca_shapes.py", "slip_shapes.py",
+                                                           "flip_shapes.py", "clip_mae_shapes.py")])),
+           "flickr8k": dict(zip(NAMES, [("composite_flickr8k.py", m) for m in
+                                        ("clip", "coca", "slip", "flip", "clip_mae")]))}
+RETRIEVAL = (("retrieval/i2t_R@1", "I->T R@1"), ("retrieval/i2t_R@5", "R@5"), ("retrieval/i2t_R@10", "R@10"),
+             ("retrieval/t2i_R@1", "T->I R@1"), ("retrieval/t2i_R@5", "R@5"), ("retrieval/t2i_R@10", "R@10"))
+COLUMNS = {"shapes": (("zero_shot/shape", "zero-shot shape"), ("zero_shot/colour", "colour"),
+                      ("zero_shot/shape_colour", "shape+colour"), *RETRIEVAL, ("captioning/cider", "CIDEr-D")),
+           "flickr8k": (*RETRIEVAL, ("zero_shot/cifar10_test", "zero-shot CIFAR-10"), ("captioning/cider", "CIDEr-D"))}
 
 
-def run_one(method: str, seed: int, steps: int, batch_size: int, workdir: str, runlocal: bool) -> dict:
+def load_config(data: str, method: str, runlocal: bool):
+  path, arg = CONFIGS[data][method]
+  arg = ",".join(a for a in (arg, "runlocal" if runlocal else None) if a)
+  return config_lib.load_experiment(os.path.join(ROOT, "experiments", path), arg or None)
+
+
+def run_one(data: str, method: str, seed: int, steps: int, batch_size: int, workdir: str, runlocal: bool) -> dict:
   """Trains one method from scratch -> {"eval": its final evaluation, "steps_per_s", "steps"}."""
-  config = config_lib.load_experiment(os.path.join(ROOT, "experiments", METHODS[method]),
-                                      "runlocal" if runlocal else None)
+  config = load_config(data, method, runlocal)
   config.seed, config.total_steps, config.batch_size = seed, steps, batch_size
   config.optim.warmup_steps = min(int(config.optim.warmup_steps), max(steps // 10, 1))
   config.checkpoint_every, config.progress_bar = steps, False
@@ -66,12 +79,12 @@ def cell(values: list[float], percent: bool) -> str:
   return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
-def table(results: dict[str, list[dict]]) -> list[str]:
-  head = "| method | steps | steps/s | " + " | ".join(c[1] for c in COLUMNS) + " |"
-  lines = [head, "|---" * (len(COLUMNS) + 3) + "|"]
+def table(results: dict[str, list[dict]], columns) -> list[str]:
+  head = "| method | steps | steps/s | " + " | ".join(c[1] for c in columns) + " |"
+  lines = [head, "|---" * (len(columns) + 3) + "|"]
   for method, runs in results.items():
     cells = []
-    for key, _ in COLUMNS:
+    for key, _ in columns:
       vals = [r["eval"][key] for r in runs if key in r["eval"]]
       cells.append(cell(vals, percent=not key.startswith("captioning/")))
     sps = np.mean([r["steps_per_s"] for r in runs])
@@ -79,15 +92,16 @@ def table(results: dict[str, list[dict]]) -> list[str]:
   return lines
 
 
-def verdicts(results: dict[str, list[dict]]) -> list[str]:
-  """Each method against CLIP on the mean of its seeds: a difference counts when it exceeds both stds summed."""
+def verdicts(results: dict[str, list[dict]], columns, what: str) -> list[str]:
+  """Each method against CLIP on the mean of its seeds: a difference counts when it exceeds both stds summed
+  (never with one seed: there is no spread to read it against)."""
   base = results["CLIP"]
   out = []
   for method, runs in results.items():
     if method == "CLIP":
       continue
     better, worse = [], []
-    for key, _ in COLUMNS:
+    for key, _ in columns:
       if key.startswith("captioning/"):
         continue
       a = [r["eval"][key] for r in runs if key in r["eval"]]
@@ -99,34 +113,57 @@ def verdicts(results: dict[str, list[dict]]) -> list[str]:
         (better if diff > 0 else worse).append(f"{key.split('/')[1]} {diff:+.1f}")
     summary = ("helps on " + ", ".join(better) if better else "") + ("; " if better and worse else "") + \
               ("hurts on " + ", ".join(worse) if worse else "")
-    out.append(f"- {method} vs CLIP at equal steps: {summary or 'no difference beyond the seed spread'}.")
+    out.append(f"- {method} vs CLIP at {what}: {summary or 'no difference beyond the seed spread'}.")
   return out
+
+
+def describe(data: str, base, batch_size: int) -> str:
+  """The section's first paragraph: what every run shares and what the columns mean."""
+  v, n_eval = base.model.vision, int(base.evals.num_examples)
+  shared = (f"Every run: batch {batch_size}, the configs' optimiser (AdamW, lr {base.optim.lr:g}, cosine, weight "
+            f"decay {base.optim.weight_decay:g}), image tower ViT {v.width}w x {v.depth}/{v.patch_size} at "
+            f"{base.data.image_size} px, text tower {base.model.text.width}w x {base.model.text.depth}")
+  if data == "shapes":
+    return (f"{shared}, captions naming colour, shape, size and position. Evaluated on the first {n_eval} `test` "
+            f"images (one object each): zero-shot top-1 in % (chance: shape 16.7, colour 12.5, shape+colour 2.1), "
+            f"retrieval recall in % (I->T: an image's own caption among the {n_eval} captions), CoCa's CIDEr-D of "
+            f"its greedy caption against the image's caption.")
+  return (f"{shared}; Flickr8k's 6,000 training images x 5 captions, random-resized crops. Evaluated on the "
+          f"{n_eval} `test` images: retrieval recall in % (I->T: any of an image's 5 captions among the "
+          f"{5 * n_eval}; T->I: a caption's image among the {n_eval}), zero-shot CIFAR-10 top-1 in % on its test "
+          f"split (CLIP's 18 templates, chance 10), CoCa's CIDEr-D of its greedy caption against the 5 references.")
 
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--steps", type=int, default=400)
+  ap.add_argument("--data", default="shapes", choices=sorted(CONFIGS))
+  ap.add_argument("--steps", type=int, default=500)
   ap.add_argument("--batch_size", type=int, default=64)
   ap.add_argument("--seeds", default="0,1,2")
-  ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated, from: " + ", ".join(METHODS))
+  ap.add_argument("--wall_seeds", default=None, help="seeds of the equal-wall-time runs (default: --seeds)")
+  ap.add_argument("--methods", default=",".join(NAMES), help="comma-separated, from: " + ", ".join(NAMES))
   ap.add_argument("--workdir", default=os.path.join(ROOT, "runs", "composite"))
   ap.add_argument("--table", default=TABLE)
   ap.add_argument("--runlocal", action="store_true", help="the configs' runlocal variants (a smoke test)")
   ap.add_argument("--no_equal_wall", action="store_true", help="skip the equal-wall-time runs")
   args = ap.parse_args()
   methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-  unknown = [m for m in methods if m not in METHODS]
+  unknown = [m for m in methods if m not in NAMES]
   if unknown or "CLIP" not in methods:
-    ap.error(f"--methods must include CLIP and come from {', '.join(METHODS)} "
+    ap.error(f"--methods must include CLIP and come from {', '.join(NAMES)} "
              f"(got {', '.join(unknown) or args.methods})")
   seeds = [int(s) for s in args.seeds.split(",")]
+  wall_seeds = seeds if args.wall_seeds is None else [int(s) for s in args.wall_seeds.split(",")]
+  columns = COLUMNS[args.data]
   command = " ".join([".venv/bin/python experiments/reports/composite.py", *sys.argv[1:]])
-  slug = lambda m: m.split(" ")[0].lower().replace("+", "_")   # noqa: E731
+  slug = lambda m: f"{args.data}_" + m.split(" ")[0].lower().replace("+", "_")   # noqa: E731
+  run = lambda m, s, steps, name: run_one(args.data, m, s, steps, args.batch_size,   # noqa: E731
+                                          os.path.join(args.workdir, name), args.runlocal)
   t0 = time.time()
   steps_res: dict[str, list[dict]] = {}
   for m in methods:
     for s in seeds:
-      r = run_one(m, s, args.steps, args.batch_size, os.path.join(args.workdir, f"{slug(m)}_s{s}"), args.runlocal)
+      r = run(m, s, args.steps, f"{slug(m)}_s{s}")
       steps_res.setdefault(m, []).append(r)
       print(f"{m} seed {s}: {r['eval']} ({r['steps_per_s']:.2f} steps/s)", flush=True)
   wall_res: dict[str, list[dict]] = {}
@@ -134,32 +171,30 @@ def main() -> None:
   if not args.no_equal_wall:
     for m in methods:
       if m == "CLIP":
-        wall_res[m] = steps_res[m][:1]
+        wall_res[m] = [r for s, r in zip(seeds, steps_res[m]) if s in wall_seeds]
         continue
       steps = max(1, round(args.steps * np.mean([r["steps_per_s"] for r in steps_res[m]]) / clip_sps))
-      r = run_one(m, seeds[0], steps, args.batch_size, os.path.join(args.workdir, f"{slug(m)}_wall"), args.runlocal)
-      wall_res[m] = [r]
-      print(f"{m} equal wall ({steps} steps): {r['eval']}", flush=True)
-  base = config_lib.load_experiment(os.path.join(ROOT, "experiments", "clip_shapes.py"),
-                                    "runlocal" if args.runlocal else None)
-  n_eval = int(base.evals.num_examples)
+      for s in wall_seeds:
+        r = run(m, s, steps, f"{slug(m)}_wall_s{s}")
+        wall_res.setdefault(m, []).append(r)
+        print(f"{m} equal wall ({steps} steps) seed {s}: {r['eval']}", flush=True)
+  base = load_config(args.data, "CLIP", args.runlocal)
   lines = [f"{jax.device_count()} {jax.devices()[0].platform.upper()} device(s), {(time.time() - t0) / 60:.1f} min "
-           f"in all. Every run: batch {args.batch_size}, the configs' optimiser (AdamW, lr {base.optim.lr:g}, "
-           f"cosine, weight decay {base.optim.weight_decay:g}), image tower ViT {base.model.vision.width}w x "
-           f"{base.model.vision.depth}/{base.model.vision.patch_size} at {base.data.image_size} px, captions "
-           f"naming colour, shape, size and position. Evaluated on the first {n_eval} `test` images (one object "
-           f"each): zero-shot top-1 in % (chance: shape 16.7, colour 12.5, shape+colour 2.1), retrieval recall in "
-           f"% (I->T: an image's own caption among the {n_eval} captions), CoCa's CIDEr-D of its greedy caption "
-           f"against the image's caption.", "",
-           f"## Equal steps ({args.steps} steps, seeds {args.seeds}: mean ± std)", "", *table(steps_res),
-           "", *verdicts(steps_res), ""]
+           f"in all. " + describe(args.data, base, args.batch_size), "",
+           f"## Equal steps ({args.steps} steps, seeds {args.seeds}" + (": mean ± std)" if len(seeds) > 1 else ")"),
+           "", *table(steps_res, columns), ""]
+  if len(seeds) > 1:
+    lines += [*verdicts(steps_res, columns, "equal steps"), ""]
   if wall_res:
-    lines += [f"## Equal wall time (CLIP's {args.steps} steps at {clip_sps:.2f} steps/s; seed {seeds[0]}; each "
-              f"method's steps = {args.steps} x its steps/s / CLIP's)", "",
-              "One seed per method: read it against the equal-steps seed spread above.", "",
-              *table(wall_res), ""]
-  write_section(args.table, "shapes", "\n".join(lines), command, title="Composite objectives")
-  print(f"wrote the shapes section of {args.table}")
+    ws = ",".join(map(str, wall_seeds))
+    lines += [f"## Equal wall time (CLIP's {args.steps} steps at {clip_sps:.2f} steps/s; seeds {ws}; each "
+              f"method's steps = {args.steps} x its steps/s / CLIP's)", "", *table(wall_res, columns), ""]
+    if len(wall_seeds) > 1:
+      lines += [*verdicts(wall_res, columns, "equal wall time"), ""]
+    else:
+      lines += ["One seed per method: read it against the equal-steps seed spread.", ""]
+  write_section(args.table, args.data, "\n".join(lines), command, title="Composite objectives")
+  print(f"wrote the {args.data} section of {args.table}")
 
 
 if __name__ == "__main__":
