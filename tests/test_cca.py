@@ -185,3 +185,35 @@ def test_contrastive_coordination_is_symmetric_infonce_of_normalised_views():
   lse = lambda m, ax: np.log(np.exp(m).sum(ax))
   ref = 0.5 * (np.mean(lse(logits, 1) - np.diag(logits)) + np.mean(lse(logits, 0) - np.diag(logits)))
   np.testing.assert_allclose(loss, ref, rtol=1e-5)
+
+
+def test_registered_dcca_objective_on_the_deep_cca_model_is_the_numpy_trace_norm_and_accumulates_exactly():
+  """get_objective("dcca") on model "deep_cca": the loss is -(sum of the canonical correlations of the two nets'
+  outputs), computed here with SciPy whitening of those outputs; the batch-coupled loss accumulates exactly over
+  micro-batches (the step's GradCache path) -- the one-step update equals the full-batch one."""
+  from mmjax.models import build_model
+  from mmjax.objectives import get_objective
+  from mmjax.train.state import TrainState
+  from mmjax.train.step import make_train_step
+  x, y = _views_with_correlations(n=64, seed=4)
+  batch = {"a": jnp.asarray(x, jnp.float32), "b": jnp.asarray(y, jnp.float32)}
+  model = build_model(dict(name="deep_cca", views=("a", "b"), hidden=(16,), features=3))
+  params = model.init(jax.random.PRNGKey(0), batch["a"][:2], batch["b"][:2])["params"]
+  objective = get_objective("dcca")
+  loss, metrics = objective.loss_fn(params, batch, jax.random.PRNGKey(1), model=model, train=False)
+  h1, h2 = map(lambda h: np.asarray(h, np.float64), model.apply({"params": params}, batch["a"], batch["b"]))
+  ref = np.linalg.svd(_np_whitened(h1, h2, 1e-3, 1e-3), compute_uv=False).sum()
+  np.testing.assert_allclose(-loss, ref, rtol=1e-4)
+  np.testing.assert_allclose(metrics["corr"], ref, rtol=1e-4)
+  tx = optax.sgd(0.1)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(2))
+  one = jax.jit(make_train_step(objective, model, tx, lambda s: 0.1))(state, batch)
+  four = jax.jit(make_train_step(objective, model, tx, lambda s: 0.1, grad_accum_steps=4))(state, batch)
+  np.testing.assert_allclose(four[1]["loss"], one[1]["loss"], rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(four[0].params), jax.tree.leaves(one[0].params)):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  moved = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(one[0].params), jax.tree.leaves(params)))
+  assert moved > 1e-3     # the step did something the comparison can see
+  with pytest.raises(MmjaxError, match="two batch keys"):
+    build_model(dict(name="deep_cca", views=("a",)))

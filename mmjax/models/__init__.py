@@ -21,6 +21,7 @@ from mmjax.models.distill import DistillStudent, CLIPDistillStudent  # "distill_
 from mmjax.models.mvae import MVAE  # registers "mvae"
 from mmjax.models.vqa import VQAModel  # registers "vqa"
 from mmjax.models.multitask import MultiTaskCLIP  # registers "multitask_clip" (composite objectives)
+from mmjax.models.deep_cca import DeepCCA  # registers "deep_cca"
 from mmjax.registry import MODELS
 
 _NOT_CONFIG = ("parent", "name")

@@ -20,5 +20,6 @@ from mmjax.objectives import flow_matching  # noqa: F401  ("flow_matching"; text
 from mmjax.objectives import colearning  # noqa: F401  ("mctn", "distill", "clip_feature_distill")
 from mmjax.objectives import mvae  # noqa: F401  ("mvae"; sub-sampled multimodal ELBO, Wu & Goodman 2018)
 from mmjax.objectives import simclr  # noqa: F401  ("simclr"; with "clip": SLIP, Mu et al. 2022)
+from mmjax.objectives import cca  # noqa: F401  ("dcca"; Deep CCA, Andrew et al. 2013)
 
 __all__ = ["Objective", "get_objective", "contrastive", "contrastive_sharded"]
