@@ -71,8 +71,9 @@ def get_config(arg: str | None = None):
   c.data.noise_seed = 0
   if method == "distill":
     c.objective = "distill"
-    c.model = dict(name="distill_student", student=student_config(), teacher_workdir="", temperature=2.0,
-                   alpha=0.9, random_teacher=False, teacher_model={})
+    c.objective_kwargs = {"temperature": 2.0, "alpha": 0.9}
+    c.model = dict(name="distill_student", student=student_config(), teacher_workdir="", random_teacher=False,
+                   teacher_model={})
   else:
     c.objective = "classify"
     c.model = student_config()

@@ -9,10 +9,11 @@
 Methods (the argument; default distill):
   distill: model "clip_distill_student" (mmjax/models/distill.py): a small CLIP (ViT patch 16, width 64, 1 layer;
            text width 64, 1 layer; embed 64) + a linear map to the teacher's 128-d space, trained to match the
-           teacher's unit-norm image and text embeddings (`model.kind`: cosine | mse | contrastive, default
+           teacher's unit-norm image and text embeddings (`objective_kwargs.kind`: cosine | mse | contrastive, default
            contrastive at τ = 0.07) plus 0.1 x its own CLIP loss. Any CLIP works as the teacher:
            `model.teacher_workdir` (an mmjax CLIP workdir) or `model.teacher_open_clip` (an OpenCLIP checkpoint file,
-           via mmjax/interop/open_clip.py; then use model.towers=("image",) unless the tokens are OpenCLIP's).
+           via mmjax/interop/open_clip.py; then use objective_kwargs.towers=("image",) unless the tokens are
+           OpenCLIP's).
            The text tokens must be the teacher's: copy the teacher workdir's tokenizer.json into the student workdir
            before training (the loop then uses it), as experiments/reports/colearning_transfer.py does.
   clip:    the same small CLIP trained with the plain CLIP loss (the baseline).
@@ -48,9 +49,10 @@ def get_config(arg: str | None = None):
   c.data.context_length = 20
   if method == "distill":
     c.objective = "clip_feature_distill"
+    c.objective_kwargs = {"towers": ("image", "text"), "kind": "contrastive", "temperature": 0.07,
+                          "clip_weight": 0.1}
     c.model = dict(name="clip_distill_student", student=dict(name="clip", **student()), teacher_dim=128,
-                   project=True, towers=("image", "text"), kind="contrastive", temperature=0.07, clip_weight=0.1,
-                   teacher_workdir="", teacher_open_clip="", random_teacher=False, teacher_model={})
+                   project=True, teacher_workdir="", teacher_open_clip="", random_teacher=False, teacher_model={})
   else:
     c.objective = "clip"
     c.model = dict(name="clip", **student())

@@ -16,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.objective = "clip"             # mmjax.registry.OBJECTIVES; "a+b": weighted composite (mmjax.objectives.composite)
   c.objective_weights = None       # {term: weight} of a composite objective, e.g. {"clip": 1.0, "caption": 2.0}
+  c.objective_kwargs = None        # the objective's settings, e.g. {"temperature": 2.0} ({term: {...}} for a+b)
   c.total_steps = 1000
   c.batch_size = 256               # global batch (all devices, all processes)
   c.grad_accum_steps = 1           # micro-batches per step; exact for contrastive losses (feature caching)

@@ -115,7 +115,7 @@ def test_teacher_loads_frozen_from_a_loop_workdir_and_distill_loss_matches_numpy
   cfg = config_lib.load_experiment(os.path.join(ROOT, "experiments", "distill_avmnist.py"), "distill,runlocal")
   cfg.model.random_teacher = False
   cfg.model.teacher_workdir = str(tmp_path / "teacher")
-  cfg.model.temperature, cfg.model.alpha = 2.0, 0.7
+  cfg.objective_kwargs.temperature, cfg.objective_kwargs.alpha = 2.0, 0.7
   model = build_model(cfg.model)
   rng = np.random.default_rng(0)
   batch = {"image": rng.random((4, 28, 28, 1), np.float32), "audio": rng.standard_normal((4, 13, 40, 1), np.float32),
@@ -123,7 +123,8 @@ def test_teacher_loads_frozen_from_a_loop_workdir_and_distill_loss_matches_numpy
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["audio"])["params"]
   assert "student" in params and len(params) == 1              # no teacher weights among the trained ones
   model = teacher_lib.attach(model)     # the teacher is read from its workdir here, once; the objective only runs it
-  loss, m = jax.jit(lambda p: get_objective("distill").loss_fn(p, batch, jax.random.PRNGKey(0), model=model,
+  objective = get_objective("distill", None, cfg.objective_kwargs)
+  loss, m = jax.jit(lambda p: objective.loss_fn(p, batch, jax.random.PRNGKey(0), model=model,
                                                                train=False))(params)
   s = np.asarray(jax.jit(lambda p: model.apply({"params": p}, batch["audio"]))(params), np.float64)
   t = np.asarray(jax.jit(lambda p: teacher.model.apply({"params": p}, batch["image"]))(trained), np.float64)
@@ -163,8 +164,7 @@ def test_clip_feature_distillation_from_an_open_clip_checkpoint(tmp_path):
 
   student = dict(name="clip", embed_dim=16, vision=dict(image_size=32, patch_size=16, width=32, depth=1, num_heads=2),
                  text=dict(vocab_size=96, context_length=16, width=32, depth=1, num_heads=2))
-  model = build_model(dict(name="clip_distill_student", student=student, teacher_dim=64, towers=("image", "text"),
-                           kind="cosine", teacher_open_clip=path))
+  model = build_model(dict(name="clip_distill_student", student=student, teacher_dim=64, teacher_open_clip=path))
   model = teacher_lib.attach(model)
   batch = {"image": images01, "tokens": tokens.astype(np.int32)}
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], batch["tokens"])["params"]

@@ -162,7 +162,7 @@ def run_distillation(seeds: list[int], fraction: float, upper_bound: bool) -> di
 def render_distillation(seeds: list[int], fraction: float, upper_bound: bool, raw: dict) -> str:
   n_lab = int(round(fraction * 18000))
   cfg = config_lib.load_experiment(os.path.join(EXP, "distill_avmnist.py"), "distill")
-  temp, alpha, lr = cfg.model.temperature, cfg.model.alpha, cfg.optim.lr
+  temp, alpha, lr = cfg.objective_kwargs.temperature, cfg.objective_kwargs.alpha, cfg.optim.lr
   t, d, b = raw["teacher"], raw["distill"], raw["labels_only"]
   lines = [
       "### Cross-modal distillation on AV-MNIST: image teacher → spoken-digit student",
@@ -223,6 +223,7 @@ def part_clip_features(seeds: list[int], raw: dict | None = None) -> tuple[str, 
     raw["clip"] = [run("distill_clip_shapes.py", "clip", os.path.join(RUNS, "clip_features", f"clip_s{s}"), s,
                        before=same_tokens) for s in seeds]
   cfg = config_lib.load_experiment(os.path.join(EXP, "distill_clip_shapes.py"), "distill")
+  ok = cfg.objective_kwargs
   keys = [("shape_colour", "zero-shot shape+colour"), ("shape", "zero-shot shape"), ("colour", "zero-shot colour"),
           ("i2t_R@1", "image→text R@1"), ("t2i_R@1", "text→image R@1")]
   ms = lambda rows, k: f"{np.mean([r[k] for r in rows]):.1f} ± {np.std([r[k] for r in rows]):.1f}"
@@ -231,8 +232,8 @@ def part_clip_features(seeds: list[int], raw: dict | None = None) -> tuple[str, 
       "",
       "Objective `clip_feature_distill` (mmjax/objectives/colearning.py, model `clip_distill_student`): a small CLIP "
       "student (ViT patch 16, width 64, 1 layer; text width 64, 1 layer; embed 64, then a linear map to the teacher's "
-      f"128-d space) matched to a frozen CLIP's unit-norm image and text embeddings with the `{cfg.model.kind}` loss "
-      f"(τ = {cfg.model.temperature}) plus {cfg.model.clip_weight} × its own CLIP loss. Teacher: "
+      f"128-d space) matched to a frozen CLIP's unit-norm image and text embeddings with the `{ok.kind}` loss "
+      f"(τ = {ok.temperature}) plus {ok.clip_weight} × its own CLIP loss. Teacher: "
       "experiments/clip_shapes.py (ViT patch 8, width 128, 2 layers; 700 steps; seed 0) loaded from its workdir "
       "(`model.teacher_workdir`; an OpenCLIP checkpoint works the same way through `model.teacher_open_clip`). "
       f"Baseline: the same student trained with the plain CLIP loss. Both {cfg.total_steps} steps of "

@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,7 +40,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from mmjax import config as config_lib  # noqa: E402
 from mmjax.alignment import cca  # noqa: E402
@@ -48,6 +48,9 @@ from mmjax.encoders.mlp import MLPEncoder  # noqa: E402
 from mmjax.evals import robustness as rb  # noqa: E402
 from mmjax.models import build_model  # noqa: E402
 from mmjax.objectives import get_objective  # noqa: E402
+from mmjax.train import best as best_lib  # noqa: E402
+from mmjax.train import run as run_lib  # noqa: E402
+from mmjax.train.arrays import ArrayTask, array_config  # noqa: E402
 from mmjax.train.optim import make_optimizer  # noqa: E402
 from mmjax.train.state import TrainState  # noqa: E402
 from mmjax.train.step import make_train_step  # noqa: E402
@@ -117,28 +120,29 @@ def optim_cfg(lr: float) -> ml_collections.ConfigDict:
 
 
 def train_one(method: str, train: dict, seed: int, epochs: int, batch_size: int = 32, lr: float = 1e-3):
-  """Trains on `train` for a fixed number of epochs -> (model, final params, info dict)."""
+  """Trains on `train` for a fixed number of epochs through the one loop body (mmjax.train.run with an ArrayTask:
+  epoch e's batch order is the e-th permutation of `np.random.default_rng(seed)`) -> (model, final params, info)."""
   cfg = dict(name="fusion_classifier", num_classes=2, dropout=0.2, **METHODS[method])
   model = build_model(cfg)
-  objective = get_objective("classify")
   n = len(train["label"])
   steps_per_epoch = n // batch_size
   tx, schedule = make_optimizer(optim_cfg(lr), epochs * steps_per_epoch)
-  step_fn = jax.jit(make_train_step(objective, model, tx, schedule))
-  keys = [*model.modalities, "label"]
-  init_inputs = [jnp.asarray(train[m][:2]) for m in model.modalities]
+  step_fn = jax.jit(make_train_step(get_objective("classify"), model, tx, schedule))
   rng = jax.random.PRNGKey(seed)
-  params = model.init({"params": rng, "dropout": rng}, *init_inputs)["params"]
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                     rng=jax.random.fold_in(rng, 1))
-  order_rng = np.random.default_rng(seed)
-  for epoch in range(epochs):
-    perm = order_rng.permutation(n)
-    for s in range(steps_per_epoch):
-      idx = perm[s * batch_size:(s + 1) * batch_size]
-      state, metrics = step_fn(state, {k: train[k][idx] for k in keys})
-  params = jax.device_get(state.params)
-  return model, params, {"final_loss": float(metrics["loss"]), "train_acc": test_scores(model, params, train)[0]}
+  params = model.init({"params": rng, "dropout": rng}, *[jnp.asarray(train[m][:2]) for m in model.modalities])
+  state = init_state(params["params"], tx, jax.random.fold_in(rng, 1))
+  with tempfile.TemporaryDirectory(prefix="mosi_run_") as workdir:
+    task = ArrayTask(array_config(seed=seed, total_steps=epochs * steps_per_epoch), workdir, state=state,
+                     step_fn=step_fn, arrays={k: train[k] for k in [*model.modalities, "label"]},
+                     batch_size=batch_size, evaluate=lambda params: {})
+    run_lib.train(task)
+    params = jax.device_get(task.state.params)
+  return model, params, {"final_loss": float(task.last_metrics["loss"]),
+                         "train_acc": test_scores(model, params, train)[0]}
+
+
+def init_state(params, tx, rng) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
 
 
 def test_scores(model, params, split: dict) -> tuple[float, float]:
@@ -158,6 +162,10 @@ def robustness_curves(model, params, split: dict) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------------------------------------ DCCA
 CHECK_EVERY = 10  # DCCA: steps between checks of the held-out objective
+# DCCA's optimiser: AdamW at a constant 1e-3, weight decay 1e-4 (not on biases), no clipping
+DCCA_OPTIM = ml_collections.ConfigDict(dict(name="adamw", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,
+                                            warmup_steps=0, schedule="constant", clip_grad_norm=0.0,
+                                            no_decay_regex=r"bias$"))
 
 
 def dcca_experiment(data: dict, k: int = 10, seed: int = 0, steps: int = 1500) -> dict:
@@ -174,44 +182,37 @@ def dcca_experiment(data: dict, k: int = 10, seed: int = 0, steps: int = 1500) -
                                                   .correlations).tolist(),
             "held-out": lin_eval(best_r, va).tolist(), "test": lin_eval(best_r, te).tolist()}
 
-  # Deep CCA: two MLPs (hidden 128, output k), full batch.
-  f1, f2 = MLPEncoder(hidden=(128,), features=k), MLPEncoder(hidden=(128,), features=k)
+  # Deep CCA: two MLPs (hidden 128, output k), full batch, the registered "dcca" objective through the loop's
+  # step, optimiser and loop body; the held-out objective every CHECK_EVERY steps keeps the best step.
+  model = build_model(dict(name="deep_cca", views=(a, b), hidden=(128,), features=k))
   key1, key2 = jax.random.split(jax.random.PRNGKey(seed))
-  params = {"f1": f1.init(key1, tr[a][:2])["params"], "f2": f2.init(key2, tr[b][:2])["params"]}
-  reg = 1e-3
-  outputs = lambda p, s: (f1.apply({"params": p["f1"]}, s[a]), f2.apply({"params": p["f2"]}, s[b]))
-  loss_fn = lambda p, s: cca.dcca_loss(*outputs(p, s), k=k, r1=reg, r2=reg)[0]
-  tx = optax.adamw(1e-3, weight_decay=1e-4)
-  opt = tx.init(params)
-  trj = {m: jnp.asarray(tr[m]) for m in (a, b)}
-  vaj = {m: jnp.asarray(va[m]) for m in (a, b)}
-
-  @jax.jit
-  def chunk(p, o):
-    def body(carry, _):
-      p, o = carry
-      loss, g = jax.value_and_grad(loss_fn)(p, trj)
-      u, o = tx.update(g, o, p)
-      return (optax.apply_updates(p, u), o), loss
-    (p, o), losses = jax.lax.scan(body, (p, o), None, length=CHECK_EVERY)
-    return p, o, losses[-1], loss_fn(p, vaj)
-
-  best = (np.inf, params, 0)
-  for i in range(steps // CHECK_EVERY):
-    params, opt, train_loss, val_loss = chunk(params, opt)
-    if float(val_loss) < best[0]:
-      best = (float(val_loss), params, (i + 1) * CHECK_EVERY)
-  params = best[1]
-  h_tr = outputs(params, trj)
+  params = {"f1": MLPEncoder(hidden=(128,), features=k).init(key1, tr[a][:2])["params"],
+            "f2": MLPEncoder(hidden=(128,), features=k).init(key2, tr[b][:2])["params"]}
+  objective = get_objective("dcca", None, {"k": k, "ridge": 1e-3})
+  tx, schedule = make_optimizer(DCCA_OPTIM, steps)
+  step_fn = jax.jit(make_train_step(objective, model, tx, schedule))
+  outputs = jax.jit(lambda p, x1, x2: model.apply({"params": p}, x1, x2))
+  views = lambda split: {m: jnp.asarray(split[m]) for m in (a, b)}     # noqa: E731
+  trj, vaj = views(tr), views(va)
+  def objective_of(p, split) -> float:
+    return float(-objective.loss_fn(p, split, jax.random.PRNGKey(0), model=model, train=False)[0])
+  config = array_config(seed=seed, total_steps=steps, eval_every=CHECK_EVERY, select_best="heldout/dcca_corr")
+  with tempfile.TemporaryDirectory(prefix="mosi_dcca_") as workdir:
+    task = ArrayTask(config, workdir, state=init_state(params, tx, jax.random.PRNGKey(seed)), step_fn=step_fn,
+                     arrays={m: tr[m] for m in (a, b)}, batch_size=len(tr[a]),
+                     evaluate=lambda p: {"heldout/dcca_corr": objective_of(p, vaj)})
+    run_lib.train(task)
+    params, best_step = jax.device_get(task.best_params()), best_lib.read(workdir)["step"]
+  h_tr = outputs(params, trj[a], trj[b])
   res = cca.linear_cca(*h_tr, k=k, r1=1e-6, r2=1e-6)
 
   def deep_eval(split):
-    u, v = cca.cca_transform(res, *outputs(params, {m: jnp.asarray(split[m]) for m in (a, b)}))
+    u, v = cca.cca_transform(res, *outputs(params, jnp.asarray(split[a]), jnp.asarray(split[b])))
     return [float(np.corrcoef(np.asarray(u[:, i]), np.asarray(v[:, i]))[0, 1]) for i in range(k)]
 
-  deep = {"best_step": best[2], "train": np.asarray(res.correlations).tolist(), "held-out": deep_eval(va),
+  deep = {"best_step": best_step, "train": np.asarray(res.correlations).tolist(), "held-out": deep_eval(va),
           "test": deep_eval(te),
-          "objective_train": float(-loss_fn(params, trj))}
+          "objective_train": objective_of(params, trj)}
   return {"views": [a, b], "k": k, "linear": linear, "deep": deep}
 
 

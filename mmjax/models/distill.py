@@ -14,7 +14,8 @@ embeddings `[B, E_s]` are mapped by a linear `proj` to the teacher's E_t (identi
 `project=False`) and matched to a frozen CLIP: `model.teacher_workdir` (an mmjax CLIP workdir) or
 `model.teacher_open_clip` (an OpenCLIP checkpoint file read by mmjax/interop/open_clip.py; images are resized to
 its image size and normalised with OPENAI_MEAN / OPENAI_STD inside the teacher function; text needs the OpenCLIP
-tokenizer, so use `towers=("image",)` unless the student's tokens are OpenCLIP's). Objective "clip_feature_distill".
+tokenizer, so distil `towers=("image",)` unless the student's tokens are OpenCLIP's). Objective
+"clip_feature_distill" (its towers, kind, temperature and clip_weight are the objective's settings).
 
 Smoke tests only: `teacher_workdir=""` with `random_teacher=True` builds `teacher_model` (a model config) with
 random frozen weights (seed 0), so that a config runs without a trained teacher (runlocal).
@@ -25,7 +26,7 @@ the objective calls). Nothing here reads files.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -38,14 +39,10 @@ from mmjax.registry import MODELS
 
 @MODELS.register("distill_student")
 class DistillStudent(nn.Module):
-  """A FusionClassifier student (`student`: its fields) with a frozen teacher for the "distill" objective.
-
-  temperature T and alpha weight the objective: loss = (1 - alpha) CE(labelled) + alpha T^2 KL(p_T^t || p_T^s).
-  """
+  """A FusionClassifier student (`student`: its fields) with a frozen teacher for the "distill" objective (whose
+  temperature and alpha are the objective's settings, config.objective_kwargs)."""
   student: Mapping
   teacher_workdir: str = ""
-  temperature: float = 4.0
-  alpha: float = 0.9
   random_teacher: bool = False
   teacher_model: Mapping = FrozenDict()
   teacher: Any = None                  # set by mmjax.train.teacher.attach (not a config key): batch -> logits
@@ -55,10 +52,6 @@ class DistillStudent(nn.Module):
     if not self.teacher_workdir and not self.random_teacher:
       raise MmjaxError("config key model.teacher_workdir is empty; set it to the workdir of a trained teacher "
                        "(e.g. a run of experiments/avmnist_fusion.py:image)")
-    if self.temperature <= 0:
-      raise MmjaxError(f"config key model.temperature={self.temperature} must be > 0")
-    if not 0.0 <= self.alpha <= 1.0:
-      raise MmjaxError(f"config key model.alpha={self.alpha} must be in [0, 1]")
     super().__post_init__()
 
   @property
@@ -82,10 +75,6 @@ class CLIPDistillStudent(nn.Module):
   student: Mapping
   teacher_dim: int = 0                 # E_t; 0: the student's embed_dim (no projection unless `project`)
   project: bool = False
-  towers: Sequence[str] = ("image", "text")
-  kind: str = "cosine"                 # objectives.colearning.feature_distill_loss kind
-  temperature: float = 0.07            # for kind "contrastive"
-  clip_weight: float = 0.0             # + this x the student's own CLIP loss on the batch
   teacher_workdir: str = ""
   teacher_open_clip: str = ""
   random_teacher: bool = False
@@ -94,13 +83,9 @@ class CLIPDistillStudent(nn.Module):
 
   def __post_init__(self):
     object.__setattr__(self, "student", FrozenDict(dict(self.student)))
-    object.__setattr__(self, "towers", tuple(self.towers))
     if not (self.teacher_workdir or self.teacher_open_clip or self.random_teacher):
       raise MmjaxError("clip_distill_student: set config key model.teacher_workdir (an mmjax CLIP workdir) or "
                        "model.teacher_open_clip (an OpenCLIP checkpoint file)")
-    bad = set(self.towers) - {"image", "text"}
-    if bad or not self.towers:
-      raise MmjaxError(f"config key model.towers={list(self.towers)}: use a non-empty subset of image, text")
     super().__post_init__()
 
   def setup(self):

@@ -3,8 +3,11 @@ from the package's __init__ (which imports the objective modules to register the
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from flax.core import FrozenDict
+
+from mmjax.errors import MmjaxError
 from mmjax.registry import OBJECTIVES
 
 
@@ -19,11 +22,15 @@ class Objective:
     loss(params, batch, rng, *, model, train) -> (loss scalar, metrics dict of scalars).
   batch_keys: the batch entries the model reads, in the order of its positional arguments (used for `init`).
   `params` is the model's param tree (variables["params"]).
+  options: the objective's settings and their defaults (config.objective_kwargs sets them: `with_options`);
+  build(**options) -> the Objective with those settings (see `configurable`).
   """
   features_fn: Callable[..., Any] | None = None
   loss_from_features: Callable[..., Any] | None = None
   batch_keys: tuple[str, ...] = ()
   loss: Callable[..., Any] | None = None
+  options: Mapping[str, Any] = FrozenDict()
+  build: Callable[..., "Objective"] | None = dataclasses.field(default=None, compare=False)
 
   def __post_init__(self):
     coupled = self.features_fn is not None and self.loss_from_features is not None
@@ -36,6 +43,27 @@ class Objective:
       return self.loss(params, batch, rng, model=model, train=train)
     features = self.features_fn(params, batch, rng, model=model, train=train)
     return self.loss_from_features(params, features)
+
+  def with_options(self, settings: Mapping[str, Any] | None, *, name: str = "",
+                   where: str = "objective_kwargs") -> "Objective":
+    """This objective with `settings` (a subset of `options`) replacing their defaults; an unknown setting is
+    an error naming the config key (`where`.<setting>) and the objective's settings."""
+    settings = dict(settings or {})
+    if not settings:
+      return self
+    unknown = [k for k in settings if k not in self.options]
+    if unknown:
+      have = (f"its settings are {', '.join(sorted(self.options))}" if self.options else "it has no settings")
+      raise MmjaxError(f"config key {where}.{unknown[0]}: objective {name or '?'!r} has no setting "
+                       f"{unknown[0]!r}; {have}")
+    return self.build(**{**self.options, **settings})
+
+
+def configurable(factory: Callable[..., Objective], **defaults) -> Objective:
+  """`factory(**defaults)` with `options` = defaults, so `with_options` (config.objective_kwargs) rebuilds it
+  with other settings: the objective's hyperparameters live with the objective, not in the model's config."""
+  return dataclasses.replace(factory(**defaults), options=FrozenDict(defaults),
+                             build=lambda **settings: configurable(factory, **settings))
 
 
 def get_objective(name: str) -> Objective:

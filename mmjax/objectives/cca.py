@@ -4,7 +4,7 @@ loss couples the batch: features_fn + loss_from_features, and gradient accumulat
 GradCache path) -- a full-batch DCCA of N examples can run as K micro-batches of N / K.
 
 The model is one with two outputs per example, e.g. "deep_cca" (mmjax/models/deep_cca.py); its `modalities` name
-the two batch keys.
+the two batch keys. Settings (config.objective_kwargs): `k` (None: every output dimension) and `ridge`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import jax
 
 from mmjax.alignment.cca import dcca_loss
 from mmjax.models.inputs import model_inputs
-from mmjax.objectives.base import Objective
+from mmjax.objectives.base import Objective, configurable
 from mmjax.registry import OBJECTIVES
 
 
@@ -31,4 +31,4 @@ def dcca_objective(k: int | None = None, ridge: float = 1e-3) -> Objective:
   return Objective(dcca_features, loss_from_features, ())
 
 
-DCCA_OBJECTIVE = OBJECTIVES.register("dcca")(dcca_objective())
+DCCA_OBJECTIVE = OBJECTIVES.register("dcca")(configurable(dcca_objective, k=None, ridge=1e-3))

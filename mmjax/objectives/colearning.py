@@ -12,13 +12,14 @@ of another, the student's:
   loss = (1 - α) · CE_lab + α · KD_T,
   CE_lab = Σ_i m_i CE(s_i, y_i) / max(Σ_i m_i, 1)     (m = batch["labeled"] in {0, 1}; all ones if absent)
   KD_T   = T² · mean_i KL(softmax(t_i / T) || softmax(s_i / T))
-with α = model.alpha, T = model.temperature. Convention: the KL is multiplied by T² (Hinton et al. 2015, §2.1:
-the soft-target gradients scale as 1/T², so T² keeps their size comparable to the hard-label term when T
-changes); `distill_kl(..., scale_by_t2=False)` gives the plain KL.
+with α = alpha, T = temperature, the objective's settings (config.objective_kwargs; defaults 0.9, 4.0).
+Convention: the KL is multiplied by T² (Hinton et al. 2015, §2.1: the soft-target gradients scale as 1/T², so
+T² keeps their size comparable to the hard-label term when T changes); `distill_kl(..., scale_by_t2=False)`
+gives the plain KL.
 
 "clip_feature_distill" (model "clip_distill_student"): a student CLIP's unit-norm embeddings matched to a frozen
-CLIP's, tower by tower (`model.towers`), with `feature_distill_loss` of `model.kind`, plus `model.clip_weight` x
-the student's own CLIP loss.
+CLIP's, tower by tower (setting `towers`), with `feature_distill_loss` of setting `kind` (at `temperature` for
+"contrastive"), plus `clip_weight` x the student's own CLIP loss (settings in config.objective_kwargs).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 from mmjax.errors import MmjaxError
 from mmjax.models.clip import l2_normalize
 from mmjax.models.inputs import length_kwargs, model_inputs
-from mmjax.objectives.base import Objective
+from mmjax.objectives.base import Objective, configurable
 from mmjax.objectives.classify import softmax_cross_entropy
 from mmjax.objectives.contrastive import clip_loss
 from mmjax.registry import OBJECTIVES
@@ -104,23 +105,31 @@ def _teacher(model):
   return model.teacher
 
 
-def distill_loss(params, batch: dict, rng, *, model, train: bool = True):
-  """-> ((1-α) CE_lab + α KD_T, {loss, ce, kd, accuracy, teacher_accuracy, agreement, labeled})."""
-  args, kwargs = model_inputs(model, batch, also=("label",), what="objective 'distill'")
-  teacher = _teacher(model)
-  logits = model.apply({"params": params}, *args, train=train, rngs={"dropout": rng}, **kwargs)
-  t_logits = teacher(batch)
-  labels = batch["label"]
-  mask = batch.get("labeled", jnp.ones(labels.shape, jnp.float32))
-  ce = masked_cross_entropy(logits, labels, mask)
-  kd = distill_kl(logits, t_logits, model.temperature)
-  loss = (1.0 - model.alpha) * ce + model.alpha * kd
-  pred, t_pred = jnp.argmax(logits, -1), jnp.argmax(t_logits, -1)
-  return loss, {"loss": loss, "ce": ce, "kd": kd,
-                "accuracy": jnp.mean((pred == labels).astype(jnp.float32)),
-                "teacher_accuracy": jnp.mean((t_pred == labels).astype(jnp.float32)),
-                "agreement": jnp.mean((pred == t_pred).astype(jnp.float32)),
-                "labeled": jnp.mean(_f32(mask))}
+def distill_objective(temperature: float = 4.0, alpha: float = 0.9) -> Objective:
+  """The "distill" objective at temperature T and weight alpha (see the module docstring)."""
+  if temperature <= 0:
+    raise MmjaxError(f"config key objective_kwargs.temperature={temperature} must be > 0")
+  if not 0.0 <= alpha <= 1.0:
+    raise MmjaxError(f"config key objective_kwargs.alpha={alpha} must be in [0, 1]")
+
+  def distill_loss(params, batch: dict, rng, *, model, train: bool = True):
+    """-> ((1-α) CE_lab + α KD_T, {loss, ce, kd, accuracy, teacher_accuracy, agreement, labeled})."""
+    args, kwargs = model_inputs(model, batch, also=("label",), what="objective 'distill'")
+    teacher = _teacher(model)
+    logits = model.apply({"params": params}, *args, train=train, rngs={"dropout": rng}, **kwargs)
+    t_logits = teacher(batch)
+    labels = batch["label"]
+    mask = batch.get("labeled", jnp.ones(labels.shape, jnp.float32))
+    ce = masked_cross_entropy(logits, labels, mask)
+    kd = distill_kl(logits, t_logits, temperature)
+    loss = (1.0 - alpha) * ce + alpha * kd
+    pred, t_pred = jnp.argmax(logits, -1), jnp.argmax(t_logits, -1)
+    return loss, {"loss": loss, "ce": ce, "kd": kd,
+                  "accuracy": jnp.mean((pred == labels).astype(jnp.float32)),
+                  "teacher_accuracy": jnp.mean((t_pred == labels).astype(jnp.float32)),
+                  "agreement": jnp.mean((pred == t_pred).astype(jnp.float32)),
+                  "labeled": jnp.mean(_f32(mask))}
+  return Objective(loss=distill_loss, batch_keys=())
 
 
 # ------------------------------------------------------------------------------------------------ features
@@ -136,7 +145,8 @@ def feature_distill_loss(student: jax.Array, teacher: jax.Array, kind: str = "co
   pairs (i, i) positive: (CE(rows) + CE(columns)) / 2 (the student must find its own teacher embedding in the batch).
   """
   if kind not in FEATURE_KINDS:
-    raise MmjaxError(f"feature distillation kind {kind!r}: use one of {', '.join(FEATURE_KINDS)} (model.kind)")
+    raise MmjaxError(f"feature distillation kind {kind!r}: use one of {', '.join(FEATURE_KINDS)} "
+                     f"(objective_kwargs.kind)")
   if student.shape != teacher.shape:
     raise MmjaxError(f"feature distillation: student embeddings {tuple(student.shape)} and teacher "
                      f"{tuple(teacher.shape)} differ; set model.teacher_dim to the teacher's embedding size")
@@ -158,29 +168,39 @@ def contrastive_coordination_loss(h1: jax.Array, h2: jax.Array, logit_scale: jax
   return clip_loss(l2_normalize(h1), l2_normalize(h2), logit_scale)
 
 
-def clip_feature_distill_loss(params, batch: dict, rng, *, model, train: bool = True):
-  """-> (Σ_towers feature loss + clip_weight · CLIP loss, {loss, image, text, clip, image_cos, text_cos})."""
-  missing = [k for k in ("image", "tokens") if k not in batch]
-  if missing:
-    raise MmjaxError(f"objective 'clip_feature_distill' needs batch keys {missing}; the batch has {sorted(batch)}")
-  teacher = _teacher(model)
-  zimg, ztxt, extra = model.apply({"params": params}, batch["image"], batch["tokens"], train=train,
-                                  rngs={"dropout": rng})
-  t_img, t_txt = teacher(batch)
-  loss, metrics = 0.0, {}
-  for tower, s, t in (("image", zimg, t_img), ("text", ztxt, t_txt)):
-    metrics[f"{tower}_cos"] = jnp.mean(jnp.sum(_f32(s) * _f32(t), -1))
-    if tower in model.towers:
-      metrics[tower] = feature_distill_loss(s, t, model.kind, model.temperature)
-      loss = loss + metrics[tower]
-  c, _ = clip_loss(zimg, ztxt, params["clip"]["logit_scale"])
-  metrics["clip"] = c
-  if model.clip_weight:
-    loss = loss + model.clip_weight * c
-  return loss, {"loss": loss, **metrics}
+def clip_feature_distill_objective(towers: tuple[str, ...] = ("image", "text"), kind: str = "cosine",
+                                   temperature: float = 0.07, clip_weight: float = 0.0) -> Objective:
+  """The "clip_feature_distill" objective (see the module docstring)."""
+  towers = tuple(towers)
+  if set(towers) - {"image", "text"} or not towers:
+    raise MmjaxError(f"config key objective_kwargs.towers={list(towers)}: use a non-empty subset of image, text")
+  if kind not in FEATURE_KINDS:
+    raise MmjaxError(f"config key objective_kwargs.kind={kind!r}: use one of {', '.join(FEATURE_KINDS)}")
+
+  def clip_feature_distill_loss(params, batch: dict, rng, *, model, train: bool = True):
+    """-> (Σ_towers feature loss + clip_weight · CLIP loss, {loss, image, text, clip, image_cos, text_cos})."""
+    missing = [k for k in ("image", "tokens") if k not in batch]
+    if missing:
+      raise MmjaxError(f"objective 'clip_feature_distill' needs batch keys {missing}; the batch has {sorted(batch)}")
+    teacher = _teacher(model)
+    zimg, ztxt, extra = model.apply({"params": params}, batch["image"], batch["tokens"], train=train,
+                                    rngs={"dropout": rng})
+    t_img, t_txt = teacher(batch)
+    loss, metrics = 0.0, {}
+    for tower, s, t in (("image", zimg, t_img), ("text", ztxt, t_txt)):
+      metrics[f"{tower}_cos"] = jnp.mean(jnp.sum(_f32(s) * _f32(t), -1))
+      if tower in towers:
+        metrics[tower] = feature_distill_loss(s, t, kind, temperature)
+        loss = loss + metrics[tower]
+    c, _ = clip_loss(zimg, ztxt, extra["logit_scale"])
+    metrics["clip"] = c
+    if clip_weight:
+      loss = loss + clip_weight * c
+    return loss, {"loss": loss, **metrics}
+  return Objective(loss=clip_feature_distill_loss, batch_keys=("image", "tokens"))
 
 
 MCTN_OBJECTIVE = OBJECTIVES.register("mctn")(Objective(loss=mctn_loss, batch_keys=()))
-DISTILL_OBJECTIVE = OBJECTIVES.register("distill")(Objective(loss=distill_loss, batch_keys=()))
-CLIP_FEATURE_DISTILL_OBJECTIVE = OBJECTIVES.register("clip_feature_distill")(
-    Objective(loss=clip_feature_distill_loss, batch_keys=("image", "tokens")))
+DISTILL_OBJECTIVE = OBJECTIVES.register("distill")(configurable(distill_objective, temperature=4.0, alpha=0.9))
+CLIP_FEATURE_DISTILL_OBJECTIVE = OBJECTIVES.register("clip_feature_distill")(configurable(
+    clip_feature_distill_objective, towers=("image", "text"), kind="cosine", temperature=0.07, clip_weight=0.0))

@@ -81,10 +81,17 @@ def _batch_size(batch: Mapping, keys) -> int:
   return jnp.shape(batch[key])[0]
 
 
-def composite_objective(name: str, weights: Mapping | None = None) -> Objective:
-  """The Objective sum_i w_i L_i of the terms of `name` ("clip+caption"); see the module docstring."""
+def composite_objective(name: str, weights: Mapping | None = None, settings: Mapping | None = None) -> Objective:
+  """The Objective sum_i w_i L_i of the terms of `name` ("clip+caption"); see the module docstring. `settings`
+  (config.objective_kwargs) are per term: {"distill": {"temperature": 2.0}}."""
   w = term_weights(name, weights)
-  terms = [(n, OBJECTIVES.get(n, "objective")) for n in w]
+  settings = dict(settings or {})
+  unknown = [k for k in settings if k not in w]
+  if unknown:
+    raise MmjaxError(f"config key objective_kwargs.{unknown[0]}: a composite objective's settings are per term; "
+                     f"{unknown[0]!r} is not a term of {name!r} (use one of {', '.join(w)})")
+  terms = [(n, OBJECTIVES.get(n, "objective").with_options(settings.get(n), name=n,
+                                                           where=f"objective_kwargs.{n}")) for n in w]
   keys = tuple(dict.fromkeys(k for _, obj in terms for k in obj.batch_keys))
   coupled = any(obj.features_fn is not None for _, obj in terms)
 
@@ -133,9 +140,10 @@ def composite_objective(name: str, weights: Mapping | None = None) -> Objective:
   return Objective(features_fn, loss_from_features, keys)
 
 
-def get_objective(name: str, weights: Mapping | None = None) -> Objective:
-  """The objective `name` (config.objective); "a+b" is the composite of the registered objectives a and b,
-  weighted by `weights` (config.objective_weights). Exported as `mmjax.objectives.get_objective`."""
+def get_objective(name: str, weights: Mapping | None = None, settings: Mapping | None = None) -> Objective:
+  """The objective `name` (config.objective) with `settings` (config.objective_kwargs) replacing its defaults;
+  "a+b" is the composite of the registered objectives a and b, weighted by `weights` (config.objective_weights).
+  Exported as `mmjax.objectives.get_objective`."""
   if "+" in str(name) or weights:
-    return composite_objective(name, weights)
-  return OBJECTIVES.get(name, "objective")
+    return composite_objective(name, weights, settings)
+  return OBJECTIVES.get(name, "objective").with_options(settings, name=name)

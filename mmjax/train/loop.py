@@ -162,7 +162,8 @@ class Trainer:
     self.config, self.workdir = config, workdir
     self.ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     self.model = build_model(config.model)
-    self.objective = get_objective(config.objective, config.get("objective_weights"))
+    self.objective = get_objective(config.objective, config.get("objective_weights"),
+                                   config.get("objective_kwargs"))
     self.tx, self.schedule = optim.make_optimizer(config.optim, config.total_steps)
     self.start_step = self.ckpt.latest_step()
     self.tokenizer = load_or_build_tokenizer(config, workdir, self.ckpt, self.start_step)
