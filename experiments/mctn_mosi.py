@@ -28,10 +28,10 @@ METHODS = {
 MOSI_DIMS = {"text": 100, "audio": 73, "video": 100}
 
 
-def model_config(method: str, source: str = "text", targets=("audio", "video")) -> dict:
+def model_config(source: str = "text", targets=("audio", "video")) -> dict:
   return dict(name="mctn", num_classes=2, source=source, targets=tuple(targets),
               target_dims=tuple(MOSI_DIMS[t] for t in targets), width=32, hidden=32, tokens_per_vector=4,
-              shared_encoder=True, head_hidden=(32,), dropout=0.2, pool="mean", **METHODS[method])
+              shared_encoder=True, head_hidden=(32,), dropout=0.2, pool="mean")
 
 
 def get_config(arg: str | None = None):
@@ -42,6 +42,7 @@ def get_config(arg: str | None = None):
                                                           "mosi_fusion.py"))
   c = fusion.get_config(",".join(["text"] + ([rest] if rest else [])))
   c.objective = "mctn"
+  c.objective_kwargs = dict(METHODS[method])       # the loss weights λ_t, λ_c
   c.optim.no_decay_regex = r"(bias|scale)$"
-  c.model = model_config(method)
+  c.model = model_config()
   return c

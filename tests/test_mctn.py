@@ -101,9 +101,9 @@ def test_mctn_shapes_and_test_time_needs_only_the_source():
 
 
 def test_mctn_loss_terms_and_gradient_flow():
-  model, batch = _model(translation_weight=0.5, cycle_weight=2.0), _batch()
+  model, batch = _model(), _batch()
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch["text"])["params"]
-  objective = get_objective("mctn")
+  objective = get_objective("mctn", None, {"translation_weight": 0.5, "cycle_weight": 2.0})
   loss, m = jax.jit(lambda p: objective.loss_fn(p, batch, jax.random.PRNGKey(1), model=model, train=False))(params)
   # The total is CE (NumPy, from the logits) + 0.5 translation + 2 cycle (NumPy, from the translations).
   logits, aux = jax.jit(lambda p: model.apply({"params": p}, batch["text"], return_aux=True))(params)

@@ -21,8 +21,8 @@ the loop initialises the model and the "classification" evaluator scores it from
 objective (mmjax/objectives/colearning.py) reads the targets from the batch for its losses only.
 
 Config (`model.*`): source ("text"), targets (("audio", "video")), num_classes, width (input projection),
-hidden (GRU size), tokens_per_vector, shared_encoder, head_hidden, dropout, pool ("mean" | "last"), and the loss
-weights translation_weight (λ_t) and cycle_weight (λ_c) used by the "mctn" objective:
+hidden (GRU size), tokens_per_vector, shared_encoder, head_hidden, dropout, pool ("mean" | "last"). The "mctn"
+objective's settings (config.objective_kwargs) translation_weight (λ_t) and cycle_weight (λ_c) weigh its loss:
   loss = CE(logits, label) + λ_t · MSE(x̂_T, x_T) + λ_c · MSE(x̂_S, x_S).
 """
 from __future__ import annotations
@@ -84,8 +84,6 @@ class MCTN(nn.Module):
   head_hidden: Sequence[int] = (32,)
   dropout: float = 0.0
   pool: str = "mean"
-  translation_weight: float = 1.0
-  cycle_weight: float = 1.0
 
   def __post_init__(self):
     object.__setattr__(self, "targets", tuple(self.targets))

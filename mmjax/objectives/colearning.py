@@ -3,7 +3,7 @@
 "mctn" (Pham et al. 2019; model mmjax/models/mctn.py): with x̂_T the forward translation of the source and x̂_S its
 translation back,
   loss = CE(logits, label) + λ_t · MSE(x̂_T, x_T) + λ_c · MSE(x̂_S, x_S)
-(λ_t = model.translation_weight, λ_c = model.cycle_weight; MSE = mean over examples and features). The targets
+(λ_t = translation_weight, λ_c = cycle_weight, the objective's settings; MSE = mean over examples and features). The targets
 x_T (batch entries `model.targets`, concatenated along features) are needed only here, never at test time.
 
 "distill" (Gupta et al. 2016; Hinton et al. 2015; model "distill_student" of mmjax/models/distill.py): a frozen
@@ -63,22 +63,27 @@ def cyclic_translation_loss(forward: Callable[[jax.Array], jax.Array], backward:
   return translation_losses(x_s, x_t, x_t_hat, backward(x_t_hat))
 
 
-def mctn_loss(params, batch: dict, rng, *, model, train: bool = True):
-  """-> (CE + λ_t translation + λ_c cycle, {loss, ce, translation, cycle, accuracy})."""
-  keys = (model.source, *model.targets, "label")
-  missing = [k for k in keys if k not in batch]
-  if missing:
-    raise MmjaxError(f"objective 'mctn' needs batch keys {missing} (model.source / model.targets / label); "
-                     f"the batch has {sorted(batch)}")
-  x_s = batch[model.source]
-  x_t = jnp.concatenate([_f32(batch[k]) for k in model.targets], axis=-1)
-  kwargs = length_kwargs((model.source,), batch)
-  logits, aux = model.apply({"params": params}, x_s, train=train, return_aux=True, rngs={"dropout": rng}, **kwargs)
-  parts = translation_losses(x_s, x_t, aux["target_hat"], aux["source_hat"])
-  ce = jnp.mean(softmax_cross_entropy(logits, batch["label"]))
-  loss = ce + model.translation_weight * parts["translation"] + model.cycle_weight * parts["cycle"]
-  accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
-  return loss, {"loss": loss, "ce": ce, **parts, "accuracy": accuracy}
+def mctn_objective(translation_weight: float = 1.0, cycle_weight: float = 1.0) -> Objective:
+  """The "mctn" objective with loss weights λ_t = translation_weight, λ_c = cycle_weight (0, 0: the encoder
+  alone; 1, 0: a seq2seq translator without the cycle)."""
+  def mctn_loss(params, batch: dict, rng, *, model, train: bool = True):
+    """-> (CE + λ_t translation + λ_c cycle, {loss, ce, translation, cycle, accuracy})."""
+    keys = (model.source, *model.targets, "label")
+    missing = [k for k in keys if k not in batch]
+    if missing:
+      raise MmjaxError(f"objective 'mctn' needs batch keys {missing} (model.source / model.targets / label); "
+                       f"the batch has {sorted(batch)}")
+    x_s = batch[model.source]
+    x_t = jnp.concatenate([_f32(batch[k]) for k in model.targets], axis=-1)
+    kwargs = length_kwargs((model.source,), batch)
+    logits, aux = model.apply({"params": params}, x_s, train=train, return_aux=True, rngs={"dropout": rng},
+                              **kwargs)
+    parts = translation_losses(x_s, x_t, aux["target_hat"], aux["source_hat"])
+    ce = jnp.mean(softmax_cross_entropy(logits, batch["label"]))
+    loss = ce + translation_weight * parts["translation"] + cycle_weight * parts["cycle"]
+    accuracy = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+    return loss, {"loss": loss, "ce": ce, **parts, "accuracy": accuracy}
+  return Objective(loss=mctn_loss, batch_keys=())
 
 
 # ------------------------------------------------------------------------------------------------ distillation
@@ -200,7 +205,7 @@ def clip_feature_distill_objective(towers: tuple[str, ...] = ("image", "text"), 
   return Objective(loss=clip_feature_distill_loss, batch_keys=("image", "tokens"))
 
 
-MCTN_OBJECTIVE = OBJECTIVES.register("mctn")(Objective(loss=mctn_loss, batch_keys=()))
+MCTN_OBJECTIVE = OBJECTIVES.register("mctn")(configurable(mctn_objective, translation_weight=1.0, cycle_weight=1.0))
 DISTILL_OBJECTIVE = OBJECTIVES.register("distill")(configurable(distill_objective, temperature=4.0, alpha=0.9))
 CLIP_FEATURE_DISTILL_OBJECTIVE = OBJECTIVES.register("clip_feature_distill")(configurable(
     clip_feature_distill_objective, towers=("image", "text"), kind="cosine", temperature=0.07, clip_weight=0.0))
