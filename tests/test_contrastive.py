@@ -138,7 +138,7 @@ def test_objective_contract(name, extra):
 def test_siglip_without_bias_param_errors():
   feats = {"zimg": jnp.eye(2), "ztxt": jnp.eye(2)}
   with pytest.raises(MmjaxError, match="logit_bias_init"):
-    get_objective("siglip").loss_from_features({"logit_scale": jnp.float32(0.0)}, feats)
+    get_objective("siglip").loss_from_features({}, {**feats, "logit_scale": jnp.zeros((2,))})
 
 
 def test_unknown_objective():

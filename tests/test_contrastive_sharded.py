@@ -97,4 +97,5 @@ def test_errors_are_one_line():
   with pytest.raises(MmjaxError, match="lack"):
     chunked_clip_loss(zi, zt, jnp.float32(1.0), mesh=mesh, axes=("model",))
   with pytest.raises(MmjaxError, match="needs a logit_bias"):
-    get_objective("siglip_sharded").loss_from_features({"logit_scale": jnp.float32(1.0)}, {"zimg": zi, "ztxt": zt})
+    get_objective("siglip_sharded").loss_from_features({}, {"zimg": zi, "ztxt": zt,
+                                                            "logit_scale": jnp.ones((zi.shape[0],))})

@@ -53,8 +53,8 @@ def test_composite_settings_are_per_term():
   plain = get_objective("dcca", None, {"ridge": 0.5, "k": 2})
   want = plain.loss_from_features({}, {"h1": h1, "h2": h2})[0]
   z = jnp.eye(32, 4)
-  feats = {"clip": {"zimg": z, "ztxt": z}, "dcca": {"h1": h1, "h2": h2}}
-  loss, m = both.loss_from_features({"logit_scale": jnp.zeros(())}, feats)
+  feats = {"clip": {"zimg": z, "ztxt": z, "logit_scale": jnp.zeros((32,))}, "dcca": {"h1": h1, "h2": h2}}
+  loss, m = both.loss_from_features({}, feats)
   np.testing.assert_allclose(m["dcca/loss"], want, rtol=1e-6)
   np.testing.assert_allclose(loss, m["clip/loss"] + 0.5 * want, rtol=1e-6)
   assert abs(float(want - get_objective("dcca").loss_from_features({}, {"h1": h1, "h2": h2})[0])) > 1e-3

@@ -153,8 +153,12 @@ class CLIP(nn.Module):
     # of them and the caches shared, which is slower (benchmarks/README.md). Accelerators run the ops of one
     # program in sequence anyway.
     ztxt = self.encode_text(tokens, train=train, after=zimg)
-    bias = self.logit_bias if self.logit_bias_init is not None else None
-    return zimg, ztxt, {"logit_scale": self.logit_scale, "logit_bias": bias}
+    return zimg, ztxt, self.loss_scalars()
+
+  def loss_scalars(self) -> dict[str, jax.Array | None]:
+    """{"logit_scale": raw (), "logit_bias": raw () or None}: what the contrastive losses read."""
+    return {"logit_scale": self.logit_scale,
+            "logit_bias": self.logit_bias if self.logit_bias_init is not None else None}
 
 
 def _tower_flops(n: int, w: int, depth: int, m: float, pooled_only: bool = False) -> float:

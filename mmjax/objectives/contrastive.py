@@ -7,6 +7,11 @@ OpenCLIP's everywhere, including at a saturated logit_scale = log 100 (where a c
 the gradient, and zero it above).
 siglip: pairwise sigmoid loss of SigLIP (Zhai et al. 2023, "Sigmoid Loss for Language Image Pre-Training").
 Both compute the logits and their log-normalisers in (at least) float32.
+
+The loss's scalars come from the model, not from the parameter tree by name: the model's third output
+{"logit_scale", "logit_bias"} (raw) rides in the features broadcast to one copy per example ([B], like every
+feature, so gradient accumulation's split/merge of features keeps it), and the loss reads copy 0, whose cotangent
+is then the scalar's whole gradient (`loss_scalars`, `loss_scalar`).
 """
 from __future__ import annotations
 
@@ -68,21 +73,35 @@ def siglip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array,
   return loss, metrics
 
 
+def loss_scalars(extra: dict, batch_size: int) -> dict[str, jax.Array]:
+  """The model's loss scalars ({"logit_scale": (), "logit_bias": () or None}) as per-example features [B]."""
+  return {k: jnp.broadcast_to(v, (batch_size,)) for k, v in extra.items()
+          if k in ("logit_scale", "logit_bias") and v is not None}
+
+
+def loss_scalar(features: dict, key: str, objective: str) -> jax.Array:
+  """The scalar `key` of the features (copy 0 of its [B] broadcast); a model without it is a clear error."""
+  if key not in features:
+    hint = " set model.logit_bias_init (e.g. -10.0)" if key == "logit_bias" else ""
+    raise MmjaxError(f"objective {objective!r} needs a {key} parameter, which the model's outputs lack;{hint}")
+  return features[key][0]
+
+
 def image_text_features(params, batch: dict, rng, *, model, train: bool) -> dict[str, jax.Array]:
-  """-> {"zimg": [B, E], "ztxt": [B, E]}, unit-norm embeddings of batch["image"] and batch["tokens"]."""
-  zimg, ztxt, _ = model.apply({"params": params}, batch["image"], batch["tokens"], train=train,
-                              rngs={"dropout": rng})
-  return {"zimg": zimg, "ztxt": ztxt}
+  """-> {"zimg": [B, E], "ztxt": [B, E], "logit_scale": [B][, "logit_bias": [B]]}: unit-norm embeddings of
+  batch["image"] and batch["tokens"] and the model's loss scalars (`loss_scalars`)."""
+  zimg, ztxt, extra = model.apply({"params": params}, batch["image"], batch["tokens"], train=train,
+                                  rngs={"dropout": rng})
+  return {"zimg": zimg, "ztxt": ztxt, **loss_scalars(extra, zimg.shape[0])}
 
 
 def _clip_from_features(params, features):
-  return clip_loss(features["zimg"], features["ztxt"], params["logit_scale"])
+  return clip_loss(features["zimg"], features["ztxt"], loss_scalar(features, "logit_scale", "clip"))
 
 
 def _siglip_from_features(params, features):
-  if "logit_bias" not in params:
-    raise MmjaxError("objective 'siglip' needs a logit_bias parameter: set model.logit_bias_init (e.g. -10.0)")
-  return siglip_loss(features["zimg"], features["ztxt"], params["logit_scale"], params["logit_bias"])
+  bias = loss_scalar(features, "logit_bias", "siglip")
+  return siglip_loss(features["zimg"], features["ztxt"], loss_scalar(features, "logit_scale", "siglip"), bias)
 
 
 CLIP_OBJECTIVE = OBJECTIVES.register("clip")(

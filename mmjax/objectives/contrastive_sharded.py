@@ -28,7 +28,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from mmjax.errors import MmjaxError
 from mmjax.objectives.base import Objective
-from mmjax.objectives.contrastive import _f32, image_text_features
+from mmjax.objectives.contrastive import _f32, image_text_features, loss_scalar
 from mmjax.registry import OBJECTIVES
 from mmjax.mesh import AXES, make_mesh
 
@@ -422,14 +422,14 @@ def current_mesh(axes: Axes = AXES):
 
 
 def _clip_sharded_from_features(params, features):
-  return chunked_clip_loss(features["zimg"], features["ztxt"], params["logit_scale"], mesh=current_mesh())
+  return chunked_clip_loss(features["zimg"], features["ztxt"], loss_scalar(features, "logit_scale", "clip_sharded"),
+                           mesh=current_mesh())
 
 
 def _siglip_sharded_from_features(params, features):
-  if "logit_bias" not in params:
-    raise MmjaxError("objective 'siglip_sharded' needs a logit_bias parameter: set model.logit_bias_init (e.g. -10.0)")
-  return ring_siglip_loss(features["zimg"], features["ztxt"], params["logit_scale"], params["logit_bias"],
-                          mesh=current_mesh())
+  bias = loss_scalar(features, "logit_bias", "siglip_sharded")
+  return ring_siglip_loss(features["zimg"], features["ztxt"], loss_scalar(features, "logit_scale", "siglip_sharded"),
+                          bias, mesh=current_mesh())
 
 
 CLIP_SHARDED_OBJECTIVE = OBJECTIVES.register("clip_sharded")(

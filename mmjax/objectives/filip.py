@@ -18,11 +18,13 @@ import jax.numpy as jnp
 
 from mmjax.alignment.tokens import filip_loss
 from mmjax.objectives.base import Objective
+from mmjax.objectives.contrastive import loss_scalar, loss_scalars
 from mmjax.registry import OBJECTIVES
 
 
 def filip_features(params, batch: dict, rng, *, model, train: bool) -> dict[str, jax.Array]:
-  """-> {"img_tokens": [B, N, E], "img_mask": [B, N], "txt_tokens": [B, L, E], "txt_mask": [B, L]} (N patches).
+  """-> {"img_tokens": [B, N, E], "img_mask": [B, N], "txt_tokens": [B, L, E], "txt_mask": [B, L],
+  "logit_scale": [B]} (N patches; the model's raw logit scale per example, mmjax.objectives.contrastive).
 
   Masks are float32 (1 = real token) so that every feature is differentiable for gradient accumulation.
   """
@@ -31,12 +33,13 @@ def filip_features(params, batch: dict, rng, *, model, train: bool) -> dict[str,
                               rngs={"dropout": rng})
   txt, txt_mask = model.apply(variables, batch["tokens"], train=train, method="encode_text_tokens",
                               rngs={"dropout": rng})
+  scalars = model.apply(variables, method="loss_scalars")
   return {"img_tokens": img[:, 1:], "img_mask": img_mask[:, 1:].astype(jnp.float32),
-          "txt_tokens": txt, "txt_mask": txt_mask.astype(jnp.float32)}
+          "txt_tokens": txt, "txt_mask": txt_mask.astype(jnp.float32), **loss_scalars(scalars, img.shape[0])}
 
 
 def _filip_from_features(params, features):
-  return filip_loss(features["img_tokens"], features["txt_tokens"], params["logit_scale"],
+  return filip_loss(features["img_tokens"], features["txt_tokens"], loss_scalar(features, "logit_scale", "filip"),
                     jax.lax.stop_gradient(features["img_mask"]) > 0.5,
                     jax.lax.stop_gradient(features["txt_mask"]) > 0.5)
 
