@@ -10,7 +10,8 @@ text / video feature extractors were fitted on the train utterances (the report 
 videos score far above test). 9 train videos (fixed seed) are held out only for that diagnostic and for DCCA.
 Models: mmjax.models.FusionClassifier (per-modality encoders + a fusion from mmjax.fusion + MLP head) trained with the
 "classify" objective through mmjax.train.step.make_train_step and mmjax.train.optim.make_optimizer, the training
-loop's own step and optimizer; MOSI fits in memory, so batches are drawn from NumPy arrays (seeded shuffles).
+loop's own step and optimizer, run by the one loop body (mmjax.train.run with an ArrayTask: MOSI fits in memory,
+so batches are drawn from NumPy arrays, seeded shuffles).
 Each method runs with 5 seeds (init, dropout and batch order); the table gives mean ± std of binary accuracy and
 weighted F1 on the test split.
 
@@ -19,7 +20,8 @@ one modality is corrupted at levels 0, 0.1, ..., 1 (vector noise: N(0, p²) on t
 entry dropped with probability p); relative robustness = area under the curve; effective robustness vs late fusion.
 
 Deep CCA (mmjax/alignment/cca.py): text vs audio. Linear CCA (ridge chosen on the held-out train videos) vs Deep CCA
-(two MLPs, full-batch AdamW on -sum of the top-k canonical correlations, stopped on the held-out videos); both are
+(model "deep_cca": two MLPs; objective "dcca": -sum of the top-k canonical correlations; full-batch AdamW through
+the loop body, the step with the best held-out objective kept by config.select_best); both are
 fitted on the other 53 train videos and their k canonical correlations are measured on the test split (for DCCA:
 linear CCA of the learned projections fitted on train outputs, applied to test outputs).
 """
