@@ -82,3 +82,22 @@ def test_checks_skip_models_without_the_keys():
     del c.model["vision"]
     del c.model["text"]
   loop.check_model_data(c)  # nothing to compare: no error
+
+
+@pytest.mark.parametrize("names,edit,match", [
+    ("clip,captioning", {}, r"evaluator 'captioning' needs a captioning model.*model.name='clip'"),
+    ("clip,generation", {}, r"evaluator 'generation' needs model.name='text_to_image'.*model.name='clip'"),
+    ("mvae", {}, r"evaluator 'mvae' needs model.name='mvae'"),
+    ("vqa", {}, r"evaluator 'vqa' scores answers to shapes questions; data.name='shapes'"),
+    ("reconstruction", {}, r"evaluator 'reconstruction' needs a masked image model"),
+    ("clip", {"zero_shot_data": "imagenet_typo"}, r"evals.zero_shot_data='imagenet_typo' is not a zero-shot"),
+    ("clip,no_such_eval", {}, r"no_such_eval"),
+])
+def test_an_evaluator_that_cannot_run_fails_at_start_up(tmp_path, names, edit, match):
+  """Each configured evaluator's check (mmjax.evals.base.EVAL_CHECKS) runs in Trainer.__init__: a run whose
+  evaluation could never work stops before it compiles or trains, not at its first evaluation."""
+  c = tiny()
+  c.evals.names = names
+  for k, v in edit.items():
+    c.evals[k] = v
+  assert_fails_up_front(c, tmp_path, match)

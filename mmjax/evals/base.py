@@ -4,7 +4,8 @@ functions kept for the whole run (`predict_fn`, `apply_fn`: a periodic evaluatio
 per call) and the data and batching helpers more than one evaluator uses (`eval_arrays`, `batched_apply`).
 
 An evaluator is `fn(params, ctx: EvalContext) -> dict[str, float]`, registered by name in mmjax.registry.EVALUATORS;
-its module may add `EVAL_KEYS[name] = {key: default}` for the `evals.*` keys it reads beyond the base config's.
+its module may add `EVAL_KEYS[name] = {key: default}` for the `evals.*` keys it reads beyond the base config's, and
+`EVAL_CHECKS[name] = check(config, model)`, run at start-up.
 Evaluator modules import this module, never the runner (mmjax/evals/runner.py, which imports them all) and never
 another evaluator's private helpers.
 """
@@ -25,6 +26,24 @@ from mmjax.errors import MmjaxError
 from mmjax.mesh import AXES, BATCH_SPEC
 
 EVAL_KEYS: dict[str, dict[str, Any]] = {}   # evaluator name -> {evals.<key>: default}
+# evaluator name -> check(config, model): raises MmjaxError when the evaluator cannot run on this run's data or
+# model. The Trainer runs every configured evaluator's check at start-up, before anything compiles or trains
+# (mmjax.evals.runner.check), so a run never fails at its first evaluation for a reason its config already shows.
+EVAL_CHECKS: dict[str, Callable[[Any, Any], None]] = {}
+
+
+def needs_data(evaluator: str, config, names: Sequence[str], what: str) -> None:
+  """`config.data.name` must be one of `names` for `evaluator` (which scores `what`)."""
+  if str(config.data.name) not in names:
+    raise MmjaxError(f"evaluator {evaluator!r} scores {what}; data.name={config.data.name!r} (use "
+                     f"data.name={names[0]!r} or remove {evaluator!r} from evals.names)")
+
+
+def needs_method(evaluator: str, config, model, method: str, what: str) -> None:
+  """The model must have `method` for `evaluator` (`what`: the models that do)."""
+  if not hasattr(model, method):
+    raise MmjaxError(f"evaluator {evaluator!r} needs {what} (a model with `{method}`); model.name="
+                     f"{config.model.name!r} has none (remove {evaluator!r} from evals.names)")
 
 
 @dataclasses.dataclass

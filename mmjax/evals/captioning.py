@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from mmjax.errors import MmjaxError
-from mmjax.evals.base import EVAL_KEYS
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS
 from mmjax.registry import EVALUATORS
 
 # images in captions.png; beam size (1: greedy) and GNMT length-penalty alpha of the decoder
@@ -173,16 +173,23 @@ def shapes_attribute_scores(captions: Sequence[str], arrays: dict) -> dict[str, 
 
 
 # --------------------------------------------------------------------------------------------- evaluator
+def check_captioning(cfg, model) -> None:
+  if not getattr(model, "can_caption", False):
+    raise MmjaxError(f"evaluator 'captioning' needs a captioning model (model.name='captioner', or "
+                     f"'multitask_clip' with model.heads.caption); got "
+                     f"model.name={cfg.model.name!r} (remove 'captioning' from evals.names)")
+
+
+EVAL_CHECKS["captioning"] = check_captioning
+
+
 @EVALUATORS.register("captioning")
 def captioning_eval(params, ctx) -> dict[str, float]:
   from mmjax.decoding import caption_beam, caption_greedy
   from mmjax.evals import plots
   from mmjax.evals.base import batched_apply, eval_arrays, predict_fn
   cfg, model = ctx.config, ctx.model
-  if not getattr(model, "can_caption", False):
-    raise MmjaxError(f"evaluator 'captioning' needs a captioning model (model.name='captioner', or "
-                     f"'multitask_clip' with model.heads.caption); got "
-                     f"model.name={cfg.model.name!r} (remove 'captioning' from evals.names)")
+  check_captioning(cfg, model)
   arrays = eval_arrays(ctx)
   images = arrays["image"]
   bs = min(int(cfg.evals.batch_size), len(images))

@@ -13,7 +13,8 @@ import numpy as np
 
 from mmjax.data import image_folder, pipeline
 from mmjax.evals import plots
-from mmjax.evals.base import EVAL_KEYS, apply_fn, batched_apply, eval_arrays
+from mmjax.errors import MmjaxError
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, apply_fn, batched_apply, eval_arrays, needs_method
 from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.evals.zero_shot import CIFAR_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
 from mmjax.registry import EVALUATORS
@@ -37,10 +38,7 @@ def _zero_shot_data_arrays(ctx, name: str):
         name[len(image_folder.PREFIX):], "test", int(cfg.data.image_size), limit)
     ctx.cache[key] = (images.astype(np.float32) / 127.5 - 1, labels, classnames)
   if key not in ctx.cache:
-    if name not in ZERO_SHOT_DATA:
-      from mmjax.errors import MmjaxError
-      raise MmjaxError(f"evals.zero_shot_data={name!r} is not a zero-shot data set; use one of "
-                       f"{', '.join(sorted(ZERO_SHOT_DATA))}, 'image_folder:<root>' or ''")
+    check_zero_shot_data(name)
     split, _ = ZERO_SHOT_DATA[name]
     b = image_text.prepared(ml_collections.ConfigDict(dict(
         name=name, data_dir=cfg.data.get("data_dir", ""), fake_raw=cfg.data.get("fake_raw", 0))))
@@ -65,6 +63,22 @@ def _prediction_grid(ctx, images, logits, labels, classnames, top1: float) -> No
   plots.image_grid([np.asarray(images[:k])], ["test image"], os.path.join(ctx.workdir, "zero_shot.png"),
                    title=f"zero-shot top-1 colour + shape ({top1:.1f} % of {len(labels)} test images)",
                    captions=captions)
+
+
+def check_zero_shot_data(name: str) -> None:
+  if name and name not in ZERO_SHOT_DATA and not name.startswith(image_folder.PREFIX):
+    raise MmjaxError(f"evals.zero_shot_data={name!r} is not a zero-shot data set; use one of "
+                     f"{', '.join(sorted(ZERO_SHOT_DATA))}, 'image_folder:<root>' or ''")
+
+
+def check_clip(cfg, model) -> None:
+  for method in ("encode_image", "encode_text"):
+    needs_method("clip", cfg, model, method, "a two-tower image-text model (clip, multitask_clip, ...)")
+  if cfg.evals.get("zero_shot", True):
+    check_zero_shot_data(str(cfg.evals.get("zero_shot_data", "") or ""))
+
+
+EVAL_CHECKS["clip"] = check_clip
 
 
 @EVALUATORS.register("clip")

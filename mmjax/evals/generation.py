@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.errors import MmjaxError
-from mmjax.evals.base import EVAL_KEYS, predict_fn
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data, needs_method, predict_fn
 from mmjax.evals.judge import (N_COLOURS, N_SHAPES, Judge, faithfulness, judge_predict,  # noqa: F401  (API)
                                one_object, shapes_judge, train_judge)
 from mmjax.registry import EVALUATORS
@@ -85,17 +85,21 @@ def clip_scores(workdir: str, images: np.ndarray, real: np.ndarray, captions: li
           "clip_score_mismatched": clip_score(zreal, np.roll(ztxt, 1, axis=0))}
 
 
+def check_generation(cfg, model) -> None:
+  needs_data("generation", cfg, ("shapes",), "shapes scenes")
+  needs_method("generation", cfg, model, "velocity", "model.name='text_to_image'")
+
+
+EVAL_CHECKS["generation"] = check_generation
+
+
 @EVALUATORS.register("generation")
 def generation_eval(params, ctx) -> dict[str, float]:
   from mmjax.evals import plots
   from mmjax.evals.base import eval_arrays
   from mmjax.models.text_to_image import generate
   cfg, model = ctx.config, ctx.model
-  if str(cfg.data.name) != "shapes":
-    raise MmjaxError(f"evaluator 'generation' scores shapes scenes; data.name={cfg.data.name!r} "
-                     "(remove 'generation' from evals.names)")
-  if not hasattr(model, "velocity"):
-    raise MmjaxError(f"evaluator 'generation' needs model.name='text_to_image'; got {cfg.model.name!r}")
+  check_generation(cfg, model)
   steps, guidance = int(cfg.evals.gen_steps), float(cfg.evals.gen_guidance)
   arrays = eval_arrays(ctx)
   keep = one_object(arrays)

@@ -31,7 +31,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import judge as judge_lib
-from mmjax.evals.base import EVAL_KEYS, predict_fn
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data, needs_method, predict_fn
 from mmjax.models.mvae import NUM_CLASSES
 from mmjax.objectives import mvae as mvae_obj
 from mmjax.registry import EVALUATORS
@@ -96,16 +96,20 @@ def _fns(ctx):
   return predict_fn(ctx, "mvae_elbo", elbo), predict_fn(ctx, "mvae_generate", generate)
 
 
+def check_mvae(cfg, model) -> None:
+  needs_data("mvae", cfg, ("shapes",), "shapes scenes")
+  needs_method("mvae", cfg, model, "encode_labels", "model.name='mvae'")
+
+
+EVAL_CHECKS["mvae"] = check_mvae
+
+
 @EVALUATORS.register("mvae")
 def mvae_eval(params, ctx) -> dict[str, float]:
   from mmjax.evals import plots
   from mmjax.data import shapes as shapes_lib
   cfg, model = ctx.config, ctx.model
-  if str(cfg.data.name) != "shapes":
-    raise MmjaxError(f"evaluator 'mvae' scores shapes scenes; data.name={cfg.data.name!r} (remove 'mvae' from "
-                     "evals.names)")
-  if not hasattr(model, "encode_labels"):
-    raise MmjaxError(f"evaluator 'mvae' needs model.name='mvae'; got {cfg.model.name!r}")
+  check_mvae(cfg, model)
   arrays = _arrays(ctx, "test", int(cfg.evals.num_examples))
   keep = np.flatnonzero(np.asarray(arrays["count"]) == 1)
   if len(keep) == 0:

@@ -18,7 +18,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import plots
-from mmjax.evals.base import eval_arrays, predict_fn
+from mmjax.evals.base import EVAL_CHECKS, eval_arrays, needs_method, predict_fn
 from mmjax.objectives import get_objective
 from mmjax.registry import EVALUATORS
 
@@ -51,12 +51,14 @@ def masked_eval(params, ctx) -> dict[str, float]:
   return {f"masked/{k}": v for k, v in totals.items()}
 
 
+EVAL_CHECKS["reconstruction"] = lambda cfg, model: needs_method(
+    "reconstruction", cfg, model, "reconstruct", "a masked image model (mae, m3ae)")
+
+
 @EVALUATORS.register("reconstruction")
 def reconstruction_eval(params, ctx) -> dict[str, float]:
   cfg, model = ctx.config, ctx.model
-  if not hasattr(model, "reconstruct"):
-    raise MmjaxError(f"evaluator 'reconstruction' needs a model with a `reconstruct` method; model.name="
-                     f"{cfg.model.name!r} has none (remove it from evals.names)")
+  EVAL_CHECKS["reconstruction"](cfg, model)
   objective = get_objective(cfg.objective)
   arrays = _test_batch(ctx)
   k = min(int(cfg.evals.get("recon_images", 8)), len(arrays["image"]))

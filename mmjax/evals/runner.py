@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmjax.evals.base import EVAL_KEYS, EvalContext, NoTokenizer  # noqa: F401  (re-exported)
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, EvalContext, NoTokenizer  # noqa: F401  (re-exported)
 from mmjax.registry import EVALUATORS
 
 _CACHE: dict[str, Any] = {}  # eval data survives between evaluations of one process
@@ -40,6 +40,16 @@ def evaluator_keys(names: str) -> dict[str, Any]:
   for name in _names(names):
     out.update(EVAL_KEYS.get(name, {}))
   return out
+
+
+def check(config, model) -> None:
+  """Every evaluator of `config.evals.names` exists and can run on this data and model (its EVAL_CHECKS entry):
+  run by the Trainer at start-up, before anything compiles."""
+  _import_evaluators()
+  for name in _names(config.evals.names):
+    EVALUATORS.get(name, "evals.names")
+    if name in EVAL_CHECKS:
+      EVAL_CHECKS[name](config, model)
 
 
 def run(config, params, *, model, tokenizer, mesh, workdir: str | None = None) -> dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals.classify_evals import eval_split, predictor
-from mmjax.evals.base import EVAL_KEYS
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data
 from mmjax.models.inputs import input_keys
 from mmjax.objectives import get_objective
 from mmjax.registry import EVALUATORS
@@ -46,12 +46,14 @@ def majority_answers(label: np.ndarray, qtype: np.ndarray, num_types: int) -> np
   return out
 
 
+EVAL_CHECKS["vqa"] = lambda cfg, model: needs_data("vqa", cfg, ("vqa_shapes",), "answers to shapes questions")
+
+
 @EVALUATORS.register("vqa")
 def vqa_eval(params, ctx) -> dict[str, float]:
   from mmjax.data.vqa_shapes import QTYPES
   cfg, model = ctx.config, ctx.model
-  if str(cfg.data.name) != "vqa_shapes":
-    raise MmjaxError(f"evaluator 'vqa' needs data.name='vqa_shapes'; got {cfg.data.name!r}")
+  EVAL_CHECKS["vqa"](cfg, model)
   keys = input_keys(model, get_objective(cfg.objective).batch_keys)
   arrays = eval_split(ctx)
   inputs = {k: v for k, v in arrays.items() if k in keys or k.endswith("_length")}

@@ -162,6 +162,7 @@ class Trainer:
     self.config, self.workdir = config, workdir
     self.ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     self.model = build_model(config.model)
+    eval_runner.check(config, self.model)     # every configured evaluator can run on this data and model
     self.objective = get_objective(config.objective, config.get("objective_weights"),
                                    config.get("objective_kwargs"))
     self.tx, self.schedule = optim.make_optimizer(config.optim, config.total_steps)
