@@ -2,7 +2,7 @@
 
 `init_jit(fn, **jit_kwargs)`: `jax.jit` for parameter initialisation. On the CPU backend the program is compiled
 with XLA's backend optimisation level 0: an init runs once, so its compile time is all that counts (a text-to-image
-UNet's init compiles ~4x faster). The values are the same random draws up to float rounding (the truncated-normal
+UNet's init compiles several times faster). The values are the same random draws up to float rounding (the truncated-normal
 transform's last bit on ~5 % of entries; `tests/test_cpu_tuning.py`); elsewhere (GPU/TPU) it is plain `jax.jit`.
 """
 from __future__ import annotations

@@ -10,7 +10,8 @@ A run resumes from the latest checkpoint in --workdir. Multi-host: pass --coordi
 SIGTERM/SIGINT (preemption, Ctrl-C) stop training at the next step with a checkpoint and exit with status 75
 (EX_TEMPFAIL: requeue and rerun the same command to resume); a second signal exits at once with status 130.
 On Linux the process first re-executes itself with tcmalloc or jemalloc preloaded when one is installed
-(mmjax.allocator: XLA's CPU runtime is ~20 % faster with a caching malloc); MMJAX_ALLOCATOR=system opts out.
+(mmjax.allocator: XLA's CPU runtime is faster with a caching malloc, measured in benchmarks/README.md);
+MMJAX_ALLOCATOR=system opts out.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Recursion (0-based, R[-1, -1] = 0, R[-1, j] = R[i, -1] = inf):
 with min_0 = min (DTW) and min_gamma(a) = -gamma log sum exp(-a / gamma) (soft-DTW); the value is
 R[nx-1, ny-1]. It runs as one `lax.scan` over the T1 + T2 - 1 anti-diagonals i + j = d, each a vector over i,
 so no Python loop runs over time. A batch of N pairs is one scan over [T1, N] diagonals (batch last, so that the
-shifts along i move whole contiguous rows; this layout is ~3x faster on CPU than vmapping a single-pair scan).
+shifts along i move whole contiguous rows; on CPU this layout is faster than vmapping a single-pair scan).
 
 Sakoe-Chiba band of radius `band` (None: no constraint): cell (i, j) is allowed iff
   i - j <= band + max(0, nx - ny)  and  j - i <= band + max(0, ny - nx),
@@ -91,9 +91,9 @@ def _cost_batch_last(x: jax.Array, y: jax.Array, metric: str, eps: float = 1e-12
   """x [N, T1, D], y [N, T2, D] -> C [T1, T2, N] (the layout of the recursions).
 
   direct=False: batched matmuls [N, T1, T2], transposed once at the end (differentiable at the cost of one
-  [N, T1, T2] matmul; an einsum straight to "ijn" is ~4x slower on CPU). direct=True (small D, no gradient
+  [N, T1, T2] matmul; an einsum straight to "ijn" is slower on CPU). direct=True (small D, no gradient
   needed): a `lax.scan` over the D features accumulating [T1, T2, N] in place, which never transposes the big
-  array (on CPU ~1.5x faster for the whole DTW at D = 20) and, for sqeuclidean, is exact (no cancellation).
+  array (on CPU faster for the whole DTW at small D) and, for sqeuclidean, is exact (no cancellation).
   """
   if direct:
     xt, yt = jnp.transpose(x, (2, 1, 0)), jnp.transpose(y, (2, 1, 0))       # [D, T, N]

@@ -126,7 +126,7 @@ def _grid(size: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _noise_bank(n: int) -> np.ndarray:
-  """Fixed standard-normal samples; each image reads a random window (5x faster than fresh normals)."""
+  """Fixed standard-normal samples; each image reads a random window (cheaper than fresh normals)."""
   return np.random.default_rng(0x401CE).standard_normal(max(2**20, 8 * n), dtype=np.float32)
 
 
