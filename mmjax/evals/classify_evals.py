@@ -30,7 +30,7 @@ from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import robustness as rb
 from mmjax.evals.base import EVAL_KEYS, NoTokenizer, predict_fn
-from mmjax.models.inputs import input_keys, length_kwargs
+from mmjax.models.inputs import input_entries, input_keys, length_kwargs
 from mmjax.objectives import get_objective
 from mmjax.registry import DATASETS, EVALUATORS
 
@@ -103,7 +103,7 @@ def classification_eval(params, ctx) -> dict[str, float]:
   if missing:
     raise MmjaxError(f"evaluator 'classification': the {cfg.evals.get('split', 'test')} split of data.name="
                      f"{cfg.data.name!r} has no {missing}; it has {sorted(arrays)}")
-  inputs = {k: v for k, v in arrays.items() if k in keys or k.endswith("_length")}
+  inputs = input_entries(keys, arrays)
   labels = np.asarray(arrays["label"])
   bs = max(1, min(int(cfg.evals.batch_size), len(labels)))
   predict = predictor(ctx, params, keys, bs)

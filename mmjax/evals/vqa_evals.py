@@ -17,7 +17,7 @@ from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals.classify_evals import eval_split, predictor
 from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data
-from mmjax.models.inputs import input_keys
+from mmjax.models.inputs import input_entries, input_keys
 from mmjax.objectives import get_objective
 from mmjax.registry import EVALUATORS
 
@@ -56,7 +56,7 @@ def vqa_eval(params, ctx) -> dict[str, float]:
   EVAL_CHECKS["vqa"](cfg, model)
   keys = input_keys(model, get_objective(cfg.objective).batch_keys)
   arrays = eval_split(ctx)
-  inputs = {k: v for k, v in arrays.items() if k in keys or k.endswith("_length")}
+  inputs = input_entries(keys, arrays)
   labels, qtype = np.asarray(arrays["label"]), np.asarray(arrays["qtype"])
   bs = max(1, min(int(cfg.evals.batch_size), len(labels)))
   logits = predictor(ctx, params, keys, bs)(inputs)

@@ -18,6 +18,11 @@ def input_keys(model, fallback: tuple[str, ...] = ()) -> tuple[str, ...]:
   return tuple(getattr(model, "modalities", None) or fallback)
 
 
+def input_entries(keys: tuple[str, ...], batch: Mapping[str, Any]) -> dict[str, Any]:
+  """The entries of `batch` that feed a model with inputs `keys`: those keys and their `<m>_length` entries."""
+  return {k: v for k, v in batch.items() if k in keys or (k.endswith("_length") and k[:-len("_length")] in keys)}
+
+
 def length_kwargs(keys: tuple[str, ...], batch: Mapping[str, Any]) -> dict[str, Any]:
   """{"lengths": {m: batch["<m>_length"]}} for the keys that have a length entry; {} when none has."""
   lengths = {k: batch[f"{k}_length"] for k in keys if f"{k}_length" in batch}
