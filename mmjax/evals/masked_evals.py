@@ -16,7 +16,6 @@ import jax
 import numpy as np
 
 from mmjax.data import pipeline
-from mmjax.errors import MmjaxError
 from mmjax.evals import plots
 from mmjax.evals.base import EVAL_CHECKS, eval_arrays, needs_method, predict_fn
 from mmjax.objectives import get_objective
@@ -51,14 +50,17 @@ def masked_eval(params, ctx) -> dict[str, float]:
   return {f"masked/{k}": v for k, v in totals.items()}
 
 
-EVAL_CHECKS["reconstruction"] = lambda cfg, model: needs_method(
-    "reconstruction", cfg, model, "reconstruct", "a masked image model (mae, m3ae)")
+def check_reconstruction(cfg, model) -> None:
+  needs_method("reconstruction", cfg, model, "reconstruct", "a masked image model (mae, m3ae)")
+
+
+EVAL_CHECKS["reconstruction"] = check_reconstruction
 
 
 @EVALUATORS.register("reconstruction")
 def reconstruction_eval(params, ctx) -> dict[str, float]:
   cfg, model = ctx.config, ctx.model
-  EVAL_CHECKS["reconstruction"](cfg, model)
+  check_reconstruction(cfg, model)
   objective = get_objective(cfg.objective)
   arrays = _test_batch(ctx)
   k = min(int(cfg.evals.get("recon_images", 8)), len(arrays["image"]))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from mmjax.data import pipeline
-from mmjax.errors import MmjaxError
 from mmjax.evals.classify_evals import eval_split, predictor
 from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data
 from mmjax.models.inputs import input_entries, input_keys
@@ -46,14 +45,18 @@ def majority_answers(label: np.ndarray, qtype: np.ndarray, num_types: int) -> np
   return out
 
 
-EVAL_CHECKS["vqa"] = lambda cfg, model: needs_data("vqa", cfg, ("vqa_shapes",), "answers to shapes questions")
+def check_vqa(cfg, model) -> None:
+  needs_data("vqa", cfg, ("vqa_shapes",), "answers to shapes questions")
+
+
+EVAL_CHECKS["vqa"] = check_vqa
 
 
 @EVALUATORS.register("vqa")
 def vqa_eval(params, ctx) -> dict[str, float]:
   from mmjax.data.vqa_shapes import QTYPES
   cfg, model = ctx.config, ctx.model
-  EVAL_CHECKS["vqa"](cfg, model)
+  check_vqa(cfg, model)
   keys = input_keys(model, get_objective(cfg.objective).batch_keys)
   arrays = eval_split(ctx)
   inputs = input_entries(keys, arrays)

@@ -3,6 +3,7 @@ from the package's __init__ (which imports the objective modules to register the
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable, Mapping
 
 from flax.core import FrozenDict
@@ -59,11 +60,14 @@ class Objective:
     return self.build(**{**self.options, **settings})
 
 
-def configurable(factory: Callable[..., Objective], **defaults) -> Objective:
-  """`factory(**defaults)` with `options` = defaults, so `with_options` (config.objective_kwargs) rebuilds it
-  with other settings: the objective's hyperparameters live with the objective, not in the model's config."""
-  return dataclasses.replace(factory(**defaults), options=FrozenDict(defaults),
-                             build=lambda **settings: configurable(factory, **settings))
+def configurable(factory: Callable[..., Objective], **settings) -> Objective:
+  """`factory(**settings)` with `options` = every keyword of `factory` at its value here (its signature's defaults
+  for those not given), so `with_options` (config.objective_kwargs) rebuilds it with other settings: the
+  objective's hyperparameters live with the objective, not in the model's config."""
+  options = {name: p.default for name, p in inspect.signature(factory).parameters.items()}
+  options.update(settings)
+  return dataclasses.replace(factory(**options), options=FrozenDict(options),
+                             build=lambda **new: configurable(factory, **new))
 
 
 def get_objective(name: str) -> Objective:

@@ -31,4 +31,4 @@ def dcca_objective(k: int | None = None, ridge: float = 1e-3) -> Objective:
   return Objective(dcca_features, loss_from_features, ())
 
 
-DCCA_OBJECTIVE = OBJECTIVES.register("dcca")(configurable(dcca_objective, k=None, ridge=1e-3))
+DCCA_OBJECTIVE = OBJECTIVES.register("dcca")(configurable(dcca_objective))

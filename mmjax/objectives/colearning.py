@@ -3,8 +3,9 @@
 "mctn" (Pham et al. 2019; model mmjax/models/mctn.py): with x̂_T the forward translation of the source and x̂_S its
 translation back,
   loss = CE(logits, label) + λ_t · MSE(x̂_T, x_T) + λ_c · MSE(x̂_S, x_S)
-(λ_t = translation_weight, λ_c = cycle_weight, the objective's settings; MSE = mean over examples and features). The targets
-x_T (batch entries `model.targets`, concatenated along features) are needed only here, never at test time.
+(λ_t = translation_weight, λ_c = cycle_weight, the objective's settings; MSE = mean over examples and
+features). The targets x_T (batch entries `model.targets`, concatenated along features) are needed only here,
+never at test time.
 
 "distill" (Gupta et al. 2016; Hinton et al. 2015; model "distill_student" of mmjax/models/distill.py): a frozen
 teacher on one modality (`model.teacher`, loaded by mmjax/train/teacher.py) gives soft targets on paired examples
@@ -205,7 +206,7 @@ def clip_feature_distill_objective(towers: tuple[str, ...] = ("image", "text"), 
   return Objective(loss=clip_feature_distill_loss, batch_keys=("image", "tokens"))
 
 
-MCTN_OBJECTIVE = OBJECTIVES.register("mctn")(configurable(mctn_objective, translation_weight=1.0, cycle_weight=1.0))
-DISTILL_OBJECTIVE = OBJECTIVES.register("distill")(configurable(distill_objective, temperature=4.0, alpha=0.9))
-CLIP_FEATURE_DISTILL_OBJECTIVE = OBJECTIVES.register("clip_feature_distill")(configurable(
-    clip_feature_distill_objective, towers=("image", "text"), kind="cosine", temperature=0.07, clip_weight=0.0))
+MCTN_OBJECTIVE = OBJECTIVES.register("mctn")(configurable(mctn_objective))
+DISTILL_OBJECTIVE = OBJECTIVES.register("distill")(configurable(distill_objective))
+CLIP_FEATURE_DISTILL_OBJECTIVE = OBJECTIVES.register("clip_feature_distill")(
+    configurable(clip_feature_distill_objective))
