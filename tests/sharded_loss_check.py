@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.objectives import get_objective
+from mmjax.objectives.base import ObjectiveContext
 from mmjax.objectives.contrastive import clip_loss, siglip_loss
 from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_clip_loss, ring_siglip_loss
 from mmjax.train.sharding import make_mesh
@@ -77,16 +78,25 @@ def main() -> None:
           lambda a, b, s, c, m=mesh: ring_siglip_loss(a, b, s, c, mesh=m, chunk_size=2),
           (zi, zt, scale, bias), ("logit_scale", "logit_bias", "i2t_acc", "t2i_acc")))
 
-  # The registered objectives: mesh from the jax.set_mesh context, and the all-devices fallback without one.
-  params = {}
-  feats = {"zimg": zi, "ztxt": zt, "logit_scale": jnp.full((zi.shape[0],), 2.3, jnp.float32),
-           "logit_bias": jnp.broadcast_to(bias, (zi.shape[0],))}
+  # The registered objectives: the mesh of their ObjectiveContext (the train step's), of the jax.set_mesh context,
+  # and the all-devices fallback without either.
+  scalars = {"logit_scale": jnp.full((zi.shape[0],), 2.3, jnp.float32),
+             "logit_bias": jnp.broadcast_to(bias, (zi.shape[0],))}
   for name in ("clip", "siglip"):
-    naive = get_objective(name).loss_from_features
-    sharded = get_objective(f"{name}_sharded").loss_from_features
+    def loss_of(obj, ctx):   # the objective's loss as a function of the two embeddings (grad0, grad1)
+      return lambda a, b: obj.loss_from_features({"zimg": a, "ztxt": b, **scalars}, ctx=ctx)
+    naive = loss_of(get_objective(name), ObjectiveContext())
+    obj = get_objective(f"{name}_sharded")
+    for data, fsdp in ((2, 4), (4, 1)):
+      ctx = ObjectiveContext(mesh=make_mesh({"data": data, "fsdp": fsdp}, jax.devices()[:data * fsdp]))
+      assert ctx.batch_mesh() is ctx.mesh
+      records.append(_compare(f"objective {name}_sharded ctx data={data} fsdp={fsdp}", naive, loss_of(obj, ctx),
+                              (zi, zt), ("i2t_acc",)))
     with jax.set_mesh(make_mesh({"data": 2, "fsdp": 4})):
-      records.append(_compare(f"objective {name}_sharded set_mesh", naive, sharded, (params, feats), ("i2t_acc",)))
-    records.append(_compare(f"objective {name}_sharded fallback", naive, sharded, (params, feats), ("i2t_acc",)))
+      records.append(_compare(f"objective {name}_sharded set_mesh", naive, loss_of(obj, ObjectiveContext()),
+                              (zi, zt), ("i2t_acc",)))
+    records.append(_compare(f"objective {name}_sharded fallback", naive, loss_of(obj, ObjectiveContext()), (zi, zt),
+                            ("i2t_acc",)))
   print(json.dumps(records))
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from mmjax.errors import MmjaxError
 from mmjax.models import build_model
-from mmjax.objectives import Objective, get_objective
+from mmjax.objectives import Objective, ObjectiveContext, get_objective
 from mmjax.objectives.contrastive import clip_loss, siglip_loss
 
 TINY = dict(name="clip", embed_dim=8,
@@ -127,7 +127,7 @@ def test_objective_contract(name, extra):
   loss, metrics = loss_fn(params, batch, rng)
   feats = jax.jit(functools.partial(obj.features_fn, model=model, train=True))(params, batch, rng)
   assert feats["zimg"].shape == (4, 8) and feats["ztxt"].shape == (4, 8)
-  loss2, metrics2 = obj.loss_from_features(params, feats)
+  loss2, metrics2 = obj.loss_from_features(feats, ctx=obj.context())
   np.testing.assert_allclose(loss, loss2, rtol=1e-6)
   np.testing.assert_allclose(metrics["loss"], metrics2["loss"], rtol=1e-6)
   assert np.isfinite(float(loss))
@@ -138,7 +138,8 @@ def test_objective_contract(name, extra):
 def test_siglip_without_bias_param_errors():
   feats = {"zimg": jnp.eye(2), "ztxt": jnp.eye(2)}
   with pytest.raises(MmjaxError, match="logit_bias_init"):
-    get_objective("siglip").loss_from_features({}, {**feats, "logit_scale": jnp.zeros((2,))})
+    get_objective("siglip").loss_from_features({**feats, "logit_scale": jnp.zeros((2,))},
+                                               ctx=ObjectiveContext())
 
 
 def test_unknown_objective():

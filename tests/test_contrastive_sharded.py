@@ -17,7 +17,7 @@ import pytest
 
 from conftest import subprocess_env
 from mmjax.errors import MmjaxError
-from mmjax.objectives import get_objective
+from mmjax.objectives import ObjectiveContext, get_objective
 from mmjax.objectives.contrastive import clip_loss, siglip_loss
 from mmjax.objectives.contrastive_sharded import chunked_clip_loss, ring_clip_loss, ring_siglip_loss
 from mmjax.train.sharding import make_mesh
@@ -52,7 +52,8 @@ def test_sharded_losses_match_naive_on_1_to_8_devices(sharded_records):
 def test_registered_objectives_match_naive(sharded_records):
   cases = {r["case"] for r in sharded_records}
   for name in ("clip_sharded", "siglip_sharded"):
-    assert {f"objective {name} set_mesh", f"objective {name} fallback"} <= cases
+    assert {f"objective {name} ctx data=2 fsdp=4", f"objective {name} ctx data=4 fsdp=1",   # the step's mesh
+            f"objective {name} set_mesh", f"objective {name} fallback"} <= cases
 
 
 def _unit(seed: int, b: int = 8, e: int = 4) -> tuple[jax.Array, jax.Array]:
@@ -97,5 +98,5 @@ def test_errors_are_one_line():
   with pytest.raises(MmjaxError, match="lack"):
     chunked_clip_loss(zi, zt, jnp.float32(1.0), mesh=mesh, axes=("model",))
   with pytest.raises(MmjaxError, match="needs a logit_bias"):
-    get_objective("siglip_sharded").loss_from_features({}, {"zimg": zi, "ztxt": zt,
-                                                            "logit_scale": jnp.ones((zi.shape[0],))})
+    get_objective("siglip_sharded").loss_from_features(
+        {"zimg": zi, "ztxt": zt, "logit_scale": jnp.ones((zi.shape[0],))}, ctx=ObjectiveContext(mesh=mesh))

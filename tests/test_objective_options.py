@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mmjax.errors import MmjaxError
-from mmjax.objectives import get_objective
+from mmjax.objectives import ObjectiveContext, get_objective
 from mmjax.objectives.colearning import distill_kl
 
 
@@ -51,13 +51,14 @@ def test_composite_settings_are_per_term():
   assert both.features_fn is not None               # dcca and clip couple the batch: still exact accumulation
   h1, h2 = jnp.asarray(np.random.default_rng(1).standard_normal((2, 32, 3)), jnp.float32)
   plain = get_objective("dcca", None, {"ridge": 0.5, "k": 2})
-  want = plain.loss_from_features({}, {"h1": h1, "h2": h2})[0]
+  want = plain.loss_from_features({"h1": h1, "h2": h2}, ctx=ObjectiveContext())[0]
   z = jnp.eye(32, 4)
   feats = {"clip": {"zimg": z, "ztxt": z, "logit_scale": jnp.zeros((32,))}, "dcca": {"h1": h1, "h2": h2}}
-  loss, m = both.loss_from_features({}, feats)
+  loss, m = both.loss_from_features(feats, ctx=ObjectiveContext())
   np.testing.assert_allclose(m["dcca/loss"], want, rtol=1e-6)
   np.testing.assert_allclose(loss, m["clip/loss"] + 0.5 * want, rtol=1e-6)
-  assert abs(float(want - get_objective("dcca").loss_from_features({}, {"h1": h1, "h2": h2})[0])) > 1e-3
+  default = get_objective("dcca").loss_from_features({"h1": h1, "h2": h2}, ctx=ObjectiveContext())[0]
+  assert abs(float(want - default)) > 1e-3
 
 
 @pytest.mark.parametrize("name,weights,settings,match", [

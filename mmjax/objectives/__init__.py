@@ -7,7 +7,7 @@ back-propagate micro-batch by micro-batch (as in GradCache, Gao et al. 2021).
 """
 from __future__ import annotations
 
-from mmjax.objectives.base import Objective
+from mmjax.objectives.base import Objective, ObjectiveContext
 from mmjax.objectives.composite import get_objective  # by name; "a+b" composites (config.objective_weights)
 
 from mmjax.objectives import contrastive  # noqa: F401  (registers "clip", "siglip"; needs Objective)
@@ -22,4 +22,4 @@ from mmjax.objectives import mvae  # noqa: F401  ("mvae"; sub-sampled multimodal
 from mmjax.objectives import simclr  # noqa: F401  ("simclr"; with "clip": SLIP, Mu et al. 2022)
 from mmjax.objectives import cca  # noqa: F401  ("dcca"; Deep CCA, Andrew et al. 2013)
 
-__all__ = ["Objective", "get_objective", "contrastive", "contrastive_sharded"]
+__all__ = ["Objective", "ObjectiveContext", "get_objective", "contrastive", "contrastive_sharded"]

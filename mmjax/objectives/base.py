@@ -6,10 +6,31 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Mapping
 
+import jax
 from flax.core import FrozenDict
 
 from mmjax.errors import MmjaxError
+from mmjax.mesh import AXES, make_mesh
 from mmjax.registry import OBJECTIVES
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveContext:
+  """What a batch-coupled loss may need beyond its features: the device `mesh` the batch is sharded over (None:
+  the mesh of the surrounding `jax.set_mesh` context, else all devices), the batch's mesh `axes`, and the
+  objective's `settings` (its `options` as config.objective_kwargs set them). The train step builds it from the
+  loop's mesh; a loss never reads the mesh from anywhere else."""
+  mesh: jax.sharding.Mesh | jax.sharding.AbstractMesh | None = None
+  axes: tuple[str, ...] = tuple(AXES)
+  settings: Mapping[str, Any] = FrozenDict()
+
+  def batch_mesh(self):
+    """The mesh to shard a loss over: `mesh` if it has `axes`, else the `jax.set_mesh` context's if it has
+    them, else all devices as {"data": -1, "fsdp": 1} (another layout of the same devices gives the same loss)."""
+    for mesh in (self.mesh, jax.sharding.get_abstract_mesh()):
+      if mesh is not None and not mesh.empty and all(a in mesh.shape for a in self.axes):
+        return mesh
+    return make_mesh({"data": -1, "fsdp": 1})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +39,9 @@ class Objective:
 
   Batch-coupled (contrastive):
     features_fn(params, batch, rng, *, model, train) -> pytree of [B, ...] arrays (deterministic given rng);
-    loss_from_features(params, features) -> (loss scalar, metrics dict of scalars).
+    loss_from_features(features, *, ctx: ObjectiveContext) -> (loss scalar, metrics dict of scalars): a pure
+      function of the features (what the loss needs from the parameters, such as CLIP's logit scale, is among
+      them: the model returns it), so the step can differentiate it w.r.t. the features alone.
   Per-example (the loss is a mean over examples: MAE, MLM, classification):
     loss(params, batch, rng, *, model, train) -> (loss scalar, metrics dict of scalars).
   batch_keys: the batch entries the model reads, in the order of its positional arguments (used for `init`).
@@ -38,12 +61,16 @@ class Objective:
     if coupled == (self.loss is not None):
       raise ValueError("an Objective has either features_fn + loss_from_features, or loss")
 
-  def loss_fn(self, params, batch, rng, *, model, train: bool = True):
-    """(loss, metrics) for one batch."""
+  def context(self, mesh=None) -> ObjectiveContext:
+    """The ObjectiveContext of this objective's settings on `mesh` (None: see ObjectiveContext.batch_mesh)."""
+    return ObjectiveContext(mesh=mesh, settings=self.options)
+
+  def loss_fn(self, params, batch, rng, *, model, train: bool = True, ctx: ObjectiveContext | None = None):
+    """(loss, metrics) for one batch; `ctx` (default: `self.context()`) reaches a batch-coupled loss."""
     if self.loss is not None:
       return self.loss(params, batch, rng, model=model, train=train)
     features = self.features_fn(params, batch, rng, model=model, train=train)
-    return self.loss_from_features(params, features)
+    return self.loss_from_features(features, ctx=self.context() if ctx is None else ctx)
 
   def with_options(self, settings: Mapping[str, Any] | None, *, name: str = "",
                    where: str = "objective_kwargs") -> "Objective":

@@ -26,7 +26,7 @@ def dcca_features(params, batch: dict, rng, *, model, train: bool) -> dict[str, 
 def dcca_objective(k: int | None = None, ridge: float = 1e-3) -> Objective:
   """Deep CCA's objective: top-`k` correlations (None: all of the outputs' min(o1, o2)), covariances regularised
   by `ridge` x identity (r1 = r2, Andrew et al.'s r)."""
-  def loss_from_features(params, features):
+  def loss_from_features(features, *, ctx):
     return dcca_loss(features["h1"], features["h2"], k=k, r1=ridge, r2=ridge)
   return Objective(dcca_features, loss_from_features, ())
 

@@ -21,13 +21,14 @@ Randomness: term i gets `jax.random.fold_in(rng, i)`. Metrics: `<term>/<metric>`
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 
 from mmjax.errors import MmjaxError
-from mmjax.objectives.base import Objective
+from mmjax.objectives.base import Objective, ObjectiveContext
 from mmjax.registry import OBJECTIVES
 
 
@@ -106,11 +107,11 @@ def composite_objective(name: str, weights: Mapping | None = None, settings: Map
         out[n] = {"loss": loss, **{k: v for k, v in metrics.items() if k != "loss"}}
     return out
 
-  def total(params, per_term):
+  def total(per_term, ctx):
     loss, metrics = 0.0, {}
     for n, obj in terms:
       if obj.features_fn is not None:
-        term_loss, m = obj.loss_from_features(params, per_term[n])
+        term_loss, m = obj.loss_from_features(per_term[n], ctx=dataclasses.replace(ctx, settings=obj.options))
       else:
         m = dict(per_term[n])
         term_loss = m["loss"]
@@ -122,7 +123,7 @@ def composite_objective(name: str, weights: Mapping | None = None, settings: Map
 
   if not coupled:
     return Objective(loss=lambda params, batch, rng, *, model, train=True: total(
-        params, term_outputs(params, batch, rng, model, train)), batch_keys=keys)
+        term_outputs(params, batch, rng, model, train), ObjectiveContext()), batch_keys=keys)
 
   def features_fn(params, batch, rng, *, model, train):
     out = term_outputs(params, batch, rng, model, train)
@@ -132,10 +133,10 @@ def composite_objective(name: str, weights: Mapping | None = None, settings: Map
         out[n] = {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (b,)) for k, v in out[n].items()}
     return out
 
-  def loss_from_features(params, features):
+  def loss_from_features(features, *, ctx):
     per_term = {n: features[n] if obj.features_fn is not None else
                 {k: jnp.mean(v) for k, v in features[n].items()} for n, obj in terms}
-    return total(params, per_term)
+    return total(per_term, ctx)
 
   return Objective(features_fn, loss_from_features, keys)
 

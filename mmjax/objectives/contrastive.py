@@ -95,11 +95,11 @@ def image_text_features(params, batch: dict, rng, *, model, train: bool) -> dict
   return {"zimg": zimg, "ztxt": ztxt, **loss_scalars(extra, zimg.shape[0])}
 
 
-def _clip_from_features(params, features):
+def _clip_from_features(features, *, ctx):
   return clip_loss(features["zimg"], features["ztxt"], loss_scalar(features, "logit_scale", "clip"))
 
 
-def _siglip_from_features(params, features):
+def _siglip_from_features(features, *, ctx):
   bias = loss_scalar(features, "logit_bias", "siglip")
   return siglip_loss(features["zimg"], features["ztxt"], loss_scalar(features, "logit_scale", "siglip"), bias)
 

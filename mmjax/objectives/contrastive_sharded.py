@@ -12,9 +12,9 @@ ring_siglip_loss: the chunked sigmoid loss of SigLIP (Zhai et al. 2023, "Sigmoid
 
 Both equal the naive `clip_loss` / `siglip_loss` of `mmjax.objectives.contrastive` (loss and gradients; autodiff
 transposes all_gather into a reduce-scatter and ppermute into the reverse ppermute). The objectives
-"clip_sharded" and "siglip_sharded" use the mesh of the surrounding `jax.set_mesh` context if it has the axes,
-and otherwise a mesh over all devices, `make_mesh({"data": -1, "fsdp": 1})` (a different layout of the same devices
-only costs a reshard, the result is the same).
+"clip_sharded" and "siglip_sharded" shard over the mesh of their ObjectiveContext (the train step's: the loop's
+mesh), else that of the surrounding `jax.set_mesh` context, else all devices as `make_mesh({"data": -1, "fsdp": 1})`
+(`ObjectiveContext.batch_mesh`; a different layout of the same devices only costs a reshard, the result is the same).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from mmjax.errors import MmjaxError
 from mmjax.objectives.base import Objective
 from mmjax.objectives.contrastive import _f32, image_text_features, loss_scalar
 from mmjax.registry import OBJECTIVES
-from mmjax.mesh import AXES, make_mesh
+from mmjax.mesh import AXES
 
 Axes = Sequence[str]
 
@@ -413,23 +413,15 @@ def ring_clip_loss(zimg: jax.Array, ztxt: jax.Array, logit_scale: jax.Array, *, 
   return loss, metrics
 
 
-def current_mesh(axes: Axes = AXES):
-  """The mesh of the surrounding `jax.set_mesh` context if it has `axes`, else all devices as {"data": -1, "fsdp": 1}."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if not mesh.empty and all(a in mesh.shape for a in axes):
-    return mesh
-  return make_mesh({"data": -1, "fsdp": 1})
-
-
-def _clip_sharded_from_features(params, features):
+def _clip_sharded_from_features(features, *, ctx):
   return chunked_clip_loss(features["zimg"], features["ztxt"], loss_scalar(features, "logit_scale", "clip_sharded"),
-                           mesh=current_mesh())
+                           mesh=ctx.batch_mesh(), axes=ctx.axes)
 
 
-def _siglip_sharded_from_features(params, features):
+def _siglip_sharded_from_features(features, *, ctx):
   bias = loss_scalar(features, "logit_bias", "siglip_sharded")
   return ring_siglip_loss(features["zimg"], features["ztxt"], loss_scalar(features, "logit_scale", "siglip_sharded"),
-                          bias, mesh=current_mesh())
+                          bias, mesh=ctx.batch_mesh(), axes=ctx.axes)
 
 
 CLIP_SHARDED_OBJECTIVE = OBJECTIVES.register("clip_sharded")(

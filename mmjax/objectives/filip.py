@@ -38,7 +38,7 @@ def filip_features(params, batch: dict, rng, *, model, train: bool) -> dict[str,
           "txt_tokens": txt, "txt_mask": txt_mask.astype(jnp.float32), **loss_scalars(scalars, img.shape[0])}
 
 
-def _filip_from_features(params, features):
+def _filip_from_features(features, *, ctx):
   return filip_loss(features["img_tokens"], features["txt_tokens"], loss_scalar(features, "logit_scale", "filip"),
                     jax.lax.stop_gradient(features["img_mask"]) > 0.5,
                     jax.lax.stop_gradient(features["txt_mask"]) > 0.5)

@@ -70,4 +70,4 @@ def simclr_features(params, batch: dict, rng: jax.Array, *, model, train: bool) 
 
 
 SIMCLR_OBJECTIVE = OBJECTIVES.register("simclr")(
-    Objective(simclr_features, lambda params, f: nt_xent(f["z1"], f["z2"]), ("image",)))
+    Objective(simclr_features, lambda f, *, ctx: nt_xent(f["z1"], f["z2"]), ("image",)))

@@ -40,11 +40,12 @@ def accumulated_grads(objective, params, batch, rng, *, model, k: int, mesh: Mes
   """(loss, metrics), grads over K micro-batches, equal to the full-batch value and gradient."""
   micro = _split(batch, k, mesh)
   rngs = jax.random.split(rng, k)
+  ctx = objective.context(mesh)
   if objective.features_fn is not None:
     feats_of = lambda p, mb, r: objective.features_fn(p, mb, r, model=model, train=True)
     feats = jax.lax.map(lambda a: feats_of(params, a[0], a[1]), (micro, rngs))
-    (loss, metrics), (g_head, g_feats) = jax.value_and_grad(
-        objective.loss_from_features, argnums=(0, 1), has_aux=True)(params, _merge(feats))
+    (loss, metrics), g_feats = jax.value_and_grad(
+        lambda f: objective.loss_from_features(f, ctx=ctx), has_aux=True)(_merge(feats))
     g_feats = _split(g_feats, k, mesh)
 
     def body(acc, a):
@@ -52,10 +53,11 @@ def accumulated_grads(objective, params, batch, rng, *, model, k: int, mesh: Mes
       _, vjp = jax.vjp(lambda p: feats_of(p, mb, r), params)
       return jax.tree.map(jnp.add, acc, vjp(gf)[0]), None
 
-    grads, _ = jax.lax.scan(body, g_head, (micro, rngs, g_feats))
+    grads, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), (micro, rngs, g_feats))
     return (loss, metrics), grads
 
-  grad_fn = jax.value_and_grad(lambda p, mb, r: objective.loss_fn(p, mb, r, model=model, train=True), has_aux=True)
+  grad_fn = jax.value_and_grad(lambda p, mb, r: objective.loss_fn(p, mb, r, model=model, train=True, ctx=ctx),
+                               has_aux=True)
 
   def body(acc, a):
     (loss, metrics), g = grad_fn(params, a[0], a[1])
@@ -71,14 +73,17 @@ def make_train_step(objective, model, tx: optax.GradientTransformation, schedule
                     grad_accum_steps: int = 1, mesh: Mesh | None = None) -> Callable:
   """Returns `train_step(state, batch) -> (state, metrics)`, a pure function to jit.
 
-  batch: dict of arrays with the global batch on axis 0. metrics: scalars, including `loss`, `grad_norm`, `lr` and
+  batch: dict of arrays with the global batch on axis 0; `mesh` (the loop's) reaches a batch-coupled loss through
+  its ObjectiveContext (mmjax.objectives.base). metrics: scalars, including `loss`, `grad_norm`, `lr` and
   `finite` (1.0 iff loss and gradient norm are finite; the loop stops on 0 and never checkpoints such a state).
   """
+  ctx = objective.context(mesh)
+
   def train_step(state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
     rng = jax.random.fold_in(state.rng, state.step)
     if grad_accum_steps == 1:
       (loss, metrics), grads = jax.value_and_grad(
-          lambda p: objective.loss_fn(p, batch, rng, model=model, train=True), has_aux=True)(state.params)
+          lambda p: objective.loss_fn(p, batch, rng, model=model, train=True, ctx=ctx), has_aux=True)(state.params)
     else:
       (loss, metrics), grads = accumulated_grads(objective, state.params, batch, rng, model=model,
                                                  k=grad_accum_steps, mesh=mesh)
