@@ -101,3 +101,21 @@ def test_an_evaluator_that_cannot_run_fails_at_start_up(tmp_path, names, edit, m
   for k, v in edit.items():
     c.evals[k] = v
   assert_fails_up_front(c, tmp_path, match)
+
+
+def test_the_model_is_initialised_for_the_training_batches(tmp_path, monkeypatch):
+  """Trainer.__init__ reads the input shapes from the training pipeline's element spec, never from an eval split
+  (make_eval_arrays fails here), and a first batch of other shapes stops at step 1 naming the key."""
+  from mmjax.data import pipeline
+
+  def no_eval_arrays(*a, **k):
+    raise AssertionError("the eval data path was read at start-up")
+  monkeypatch.setattr(pipeline, "make_eval_arrays", no_eval_arrays)
+  config = tiny()
+  trainer = loop.Trainer(config, str(tmp_path / "run"))
+  first = next(pipeline.make_train_iterator(config.data, trainer.tokenizer, global_batch_size=config.batch_size,
+                                            seed=config.seed))
+  assert loop.batch_spec(trainer.input_spec) == loop.batch_spec(first)
+  wrong = dict(first, image=first["image"][:, :-8])
+  with pytest.raises(MmjaxError, match=r"batch at step 1: key 'image' has shape/dtype .* expected"):
+    loop.check_batch(wrong, trainer.input_spec, 1)

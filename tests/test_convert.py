@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -232,6 +233,9 @@ def test_pipeline_batches_as_the_webdataset_source_with_global_shuffle_and_resum
   ref = next(pipeline.make_train_iterator(wd, tok, global_batch_size=4, seed=0))
   batches = [next(it) for _ in range(7)]                                     # one epoch: 28 examples
   assert {k: (v.shape, v.dtype) for k, v in batches[0].items()} == {k: (v.shape, v.dtype) for k, v in ref.items()}
+  for c, batch in ((ar, batches[0]), (wd, ref)):   # the loop's init spec: a map source's and a stream's
+    assert pipeline.train_element_spec(c, tok, batch_size=4) == {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+                                                                 for k, v in batch.items()}
   rows = [tuple(r) for b in batches for r in b["tokens"].tolist()]
   assert sorted(rows) == sorted(map(tuple, tok.encode(captions, 10).tolist()))
   assert rows != [tuple(r) for r in tok.encode(captions, 10).tolist()]      # shuffled, not in file order

@@ -148,3 +148,48 @@ def test_worker_processes_resume_exactly(tok):
   _assert_batches_equal(_take(it, 3), rest)
   it.close()
   assert time.time() - start < 30
+
+
+@pytest.mark.parametrize("name", ["tiny_shapes_test", "vqa_shapes"])
+def test_train_element_spec_is_the_batches_spec(tok, name):
+  """The spec the loop initialises the model for (pipeline.train_element_spec) is that of the iterator's batches:
+  the same keys, [b, ...] shapes and dtypes, for a captioned data set and one with its own `preprocess`."""
+  from mmjax.train.loop import batch_spec
+  cfg = _data_cfg(name=name, max_shapes=2)
+  text = tok if name != "vqa_shapes" else None
+  it = pipeline.make_train_iterator(cfg, text, global_batch_size=8, seed=0, process_count=2)
+  want = batch_spec(next(it))
+  assert batch_spec(pipeline.train_element_spec(cfg, text, batch_size=4)) == want
+  assert want["image"][0] == (4, 32, 32, 3)
+
+
+class _BrokenAt:
+  """shapes' test split whose example `bad` cannot be read."""
+
+  def __init__(self, cfg, split, bad=5):
+    self.inner, self.bad = shapes.ShapesSource(shapes.config_from_data(cfg), split, length=20), bad
+
+  def __len__(self):
+    return len(self.inner)
+
+  def __getitem__(self, i):
+    if i == self.bad:
+      raise OSError("disk read error")
+    return self.inner[i]
+
+
+DATASETS.register("broken_shapes_test")(DatasetEntry(source=_BrokenAt, corpus=shapes.shapes_corpus))
+
+
+def test_eval_arrays_read_through_grain_threads_in_order(tok):
+  """The eval path reads with grain's reader threads (data.prefetch): the examples come in index order, equal to
+  rendering each one directly, and a read error names the data set, split and example."""
+  cfg = _data_cfg(max_shapes=2)
+  cfg.prefetch = 4
+  ev = pipeline.make_eval_arrays(cfg, tok, 40)
+  for i in range(40):
+    ex = shapes.render_example(i, "test", shapes.config_from_data(cfg))
+    np.testing.assert_allclose(ev["image"][i], ex["image"] / 127.5 - 1, atol=1e-6)
+    assert ev["caption"][i] == ex["caption"]
+  with pytest.raises(MmjaxError, match=r"broken_shapes_test' \(test split\): reading example 5 failed \(OSError"):
+    pipeline.make_eval_arrays(_data_cfg(name="broken_shapes_test"), tok, 12)

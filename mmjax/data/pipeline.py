@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 
 import grain
+import jax
 from absl import flags
 import numpy as np
 
@@ -171,6 +172,30 @@ def make_train_iterator(data_cfg, tokenizer: Tokenizer | None, *, global_batch_s
   return iter(it_ds)
 
 
+def train_element_spec(data_cfg, tokenizer: Tokenizer | None, *, batch_size: int, seed: int = 0
+                       ) -> dict[str, jax.ShapeDtypeStruct]:
+  """The element spec of `make_train_iterator`'s batches of `batch_size` (this process's): {key: [b, ...] shape and
+  dtype}, from one training example put through the same per-example path the iterator runs (the source's first
+  example, or a stream's first, with the training transform and preprocessing), so what the model is initialised
+  for is what it will be fed; no batch is taken from an iterator (its state is untouched)."""
+  entry = _entry(data_cfg)
+  _check_tokenizer(entry, data_cfg, tokenizer)
+  kw = dict(transform=entry.train_transform, data_cfg=data_cfg, tokenizer=tokenizer, preprocess_fn=entry.preprocess)
+  if entry.stream is not None:
+    what = f"data.name={data_cfg.name!r} (train stream)"
+    stream = entry.stream(data_cfg, seed=seed, process_index=0, process_count=1)
+    example = next(iter(stream.map(functools.partial(_stream_example, what=what, **kw))), None)
+  else:
+    what = f"data.name={data_cfg.name!r} (train split)"
+    source = entry.source(data_cfg, "train")
+    example = (_train_example(GuardedSource(source, what)[0], np.random.default_rng(seed), what=what, **kw)
+               if len(source) else None)
+  if example is None:
+    raise MmjaxError(f"{what} has no examples; check config keys data.*")
+  return {k: jax.ShapeDtypeStruct((int(batch_size), *np.shape(v)), np.asarray(v).dtype)
+          for k, v in example.items() if k != bad_input.BAD_KEY}
+
+
 def _stream_iterator(data_cfg, tokenizer, *, global_batch_size: int, seed: int, process_index: int,
                      process_count: int, num_workers: int) -> grain.DatasetIterator:
   """Training batches of a streamed data set (`DatasetEntry.stream`): this process's examples, augmented with the
@@ -255,10 +280,31 @@ def _train_example(example: dict, rng: np.random.Generator, *, transform, data_c
                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
+def _eval_read_options(data_cfg) -> grain.ReadOptions:
+  threads = min(int(data_cfg.get("prefetch", 2)), 4)    # elements are examples here: decode with a few threads
+  return grain.ReadOptions(num_threads=max(threads, 0), prefetch_buffer_size=max(4 * threads, 1))
+
+
+def _eval_example(example: dict, *, transform, preprocess_fn, data_cfg, what: str) -> dict:
+  """One eval example: the data set's eval transform, then its own `preprocess` (if any); errors name it."""
+  index = example.pop("_index", None)
+  example = {k: v for k, v in example.items() if k != bad_input.BAD_KEY}
+  try:
+    if transform is not None:
+      example = transform(example, data_cfg)
+    return preprocess_fn(example, data_cfg) if preprocess_fn is not None else example
+  except MmjaxError:
+    raise
+  except Exception as e:
+    raise MmjaxError(f"{what}: preprocessing example {index} failed ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
 def make_eval_arrays(data_cfg, tokenizer: Tokenizer | None, num_examples: int, split: str = "test") -> dict:
-  """The first `num_examples` of `split`, preprocessed and stacked: `image` float32 [N, H, W, 3], the label
-  arrays [N, ...], `tokens` int32 [M, L] of the M captions, `caption` a list of M str and `txt_to_img` int32
-  [M], each caption's image (M = N, txt_to_img = arange(N) for one caption per image; Flickr8k: M = 5 N).
+  """The first `num_examples` of `split`, read through grain as training reads (reader threads: data.prefetch, at
+  most 4), with the data set's eval transform (no augmentation), preprocessed and stacked: `image` float32
+  [N, H, W, 3], the label arrays [N, ...], `tokens` int32 [M, L] of the M captions, `caption` a list of M str and
+  `txt_to_img` int32 [M], each caption's image (M = N, txt_to_img = arange(N) for one caption per image; Flickr8k: M = 5 N).
   A data set with its own `preprocess`: every key of its preprocessed examples, stacked to [N, ...]
   (`tokenizer` may be None)."""
   entry = _entry(data_cfg)
@@ -267,11 +313,13 @@ def make_eval_arrays(data_cfg, tokenizer: Tokenizer | None, num_examples: int, s
   if not 0 < num_examples <= len(source):
     raise MmjaxError(f"evals.num_examples={num_examples} must be in [1, {len(source)}] for the {split} split "
                      f"of data.name={data_cfg.name!r}")
-  examples = [{k: v for k, v in source[i].items() if k != bad_input.BAD_KEY} for i in range(num_examples)]
-  if entry.eval_transform is not None:
-    examples = [entry.eval_transform(e, data_cfg) for e in examples]
+  # The training path's grain pieces: the guarded source (a read error names the example), the same reader threads.
+  what = f"data.name={data_cfg.name!r} ({split} split)"
+  ds = grain.MapDataset.source(GuardedSource(source, what))[:num_examples]
+  ds = ds.map(functools.partial(_eval_example, transform=entry.eval_transform, preprocess_fn=entry.preprocess,
+                                data_cfg=data_cfg, what=what))
+  examples = list(ds.to_iter_dataset(_eval_read_options(data_cfg)))
   if entry.preprocess is not None:
-    examples = [entry.preprocess(e, data_cfg) for e in examples]
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
   per_image = [e["captions"] if "captions" in e else [e["caption"]] for e in examples]
   captions = [c for caps in per_image for c in caps]

@@ -126,12 +126,15 @@ def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, s
   return tok
 
 
-def batch_spec(batch: dict[str, np.ndarray]) -> dict[str, tuple]:
-  return {k: (tuple(np.shape(v)), np.asarray(v).dtype.str) for k, v in batch.items()}
+def batch_spec(batch: dict[str, Any]) -> dict[str, tuple]:
+  """{key: (shape, dtype str)} of a batch of arrays (or of ShapeDtypeStructs: an element spec)."""
+  return {k: (tuple(np.shape(v)), np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype).str)
+          for k, v in batch.items()}
 
 
-def check_batch(batch: dict[str, np.ndarray], spec: dict[str, tuple], step: int) -> None:
-  got = batch_spec(batch)
+def check_batch(batch: dict[str, np.ndarray], spec: dict[str, Any], step: int) -> None:
+  """A one-line error naming the first key whose shape/dtype differs from `spec` (the training element spec)."""
+  got, spec = batch_spec(batch), batch_spec(spec)
   if got != spec:
     bad = sorted(k for k in set(got) | set(spec) if got.get(k) != spec.get(k))
     k = bad[0]
@@ -180,7 +183,10 @@ class Trainer:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params), rng=state_rng)
 
   def _build_state(self) -> None:
-    sample = pipeline.first_caption_only(pipeline.make_eval_arrays(self.config.data, self.tokenizer, 2, "train"))
+    # The model is initialised for the training batches' element spec (not for an eval split's arrays).
+    self.input_spec = pipeline.train_element_spec(self.config.data, self.tokenizer, seed=self.config.seed,
+                                                  batch_size=self.config.batch_size // jax.process_count())
+    sample = {k: np.zeros((2, *s.shape[1:]), s.dtype) for k, s in self.input_spec.items()}
     self.model = teacher_lib.attach(self.model, sample)   # a distillation student's frozen teacher, read once here
     args, kwargs = model_inputs(self.model, sample, self.objective.batch_keys,
                                 what=f"model.name={self.config.model.name!r} (the data: config key data.name)")
@@ -239,7 +245,7 @@ class Trainer:
         process_index=jax.process_index(), process_count=jax.process_count())
     if self.data_state is not None:
       data.set_state(self.data_state)
-    self._data, self._spec = data, None
+    self._data = data
     results = run_lib.train(self, guard)
     counts = pipeline.data_counters(data)
     if counts and jax.process_index() == 0:
@@ -260,11 +266,10 @@ class Trainer:
     return jax.set_mesh(self.mesh)
 
   def next_input(self, step: int, last_saved: int | None) -> tuple[Any, float]:
-    """The next batch, checked against the first one's shapes and placed on the mesh, and its fingerprint."""
+    """The next batch, checked against the element spec the model was initialised for and placed on the mesh, and
+    its fingerprint."""
     local = self._next_batch(self._data, step, last_saved)
-    if self._spec is None:
-      self._spec = batch_spec(local)
-    check_batch(local, self._spec, step)
+    check_batch(local, self.input_spec, step)
     return sharding.global_batch(local, self.mesh), fingerprint(local)
 
   def train_step(self, state, batch):
