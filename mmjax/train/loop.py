@@ -127,8 +127,10 @@ def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, s
 
 
 def batch_spec(batch: dict[str, Any]) -> dict[str, tuple]:
-  """{key: (shape, dtype str)} of a batch of arrays (or of ShapeDtypeStructs: an element spec)."""
-  return {k: (tuple(np.shape(v)), np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype).str)
+  """{key: (shape, dtype str)} of a batch of arrays (or of ShapeDtypeStructs: an element spec; a spec of this
+  form is returned as it is)."""
+  return {k: v if isinstance(v, tuple) else
+          (tuple(np.shape(v)), np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype).str)
           for k, v in batch.items()}
 
 
