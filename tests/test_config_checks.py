@@ -118,4 +118,4 @@ def test_the_model_is_initialised_for_the_training_batches(tmp_path, monkeypatch
   assert loop.batch_spec(trainer.input_spec) == loop.batch_spec(first)
   wrong = dict(first, image=first["image"][:, :-8])
   with pytest.raises(MmjaxError, match=r"batch at step 1: key 'image' has shape/dtype .* expected"):
-    loop.check_batch(wrong, trainer.input_spec, 1)
+    loop.check_batch(wrong, loop.batch_spec(trainer.input_spec), 1)

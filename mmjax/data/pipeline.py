@@ -263,21 +263,28 @@ class GuardedSource:
     return dict(example, _index=int(index))
 
 
-def _train_example(example: dict, rng: np.random.Generator, *, transform, data_cfg, tokenizer: Tokenizer | None,
-                   what: str, preprocess_fn=None) -> dict:
-  index = example.pop("_index", None)
-  bad = example.pop(bad_input.BAD_KEY, None)      # a counting source's: carried into the batch (bad_input)
+def _preprocessing_errors_named(fn, what: str, index):
+  """fn(); an error other than MmjaxError becomes one line naming the data set/split (`what`) and the example."""
   try:
-    if transform is not None:
-      example = transform(example, rng, data_cfg)
-    out = (preprocess_fn(example, data_cfg) if preprocess_fn is not None
-           else preprocess(example, tokenizer, int(data_cfg.context_length)))
-    return out if bad is None else dict(out, **{bad_input.BAD_KEY: np.int32(bad)})
+    return fn()
   except MmjaxError:
     raise
   except Exception as e:
     raise MmjaxError(f"{what}: preprocessing example {index} failed ({type(e).__name__}: "
                      f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _train_example(example: dict, rng: np.random.Generator, *, transform, data_cfg, tokenizer: Tokenizer | None,
+                   what: str, preprocess_fn=None) -> dict:
+  index = example.pop("_index", None)
+  bad = example.pop(bad_input.BAD_KEY, None)      # a counting source's: carried into the batch (bad_input)
+
+  def run():
+    ex = transform(example, rng, data_cfg) if transform is not None else example
+    out = (preprocess_fn(ex, data_cfg) if preprocess_fn is not None
+           else preprocess(ex, tokenizer, int(data_cfg.context_length)))
+    return out if bad is None else dict(out, **{bad_input.BAD_KEY: np.int32(bad)})
+  return _preprocessing_errors_named(run, what, index)
 
 
 def _eval_read_options(data_cfg) -> grain.ReadOptions:
@@ -289,22 +296,19 @@ def _eval_example(example: dict, *, transform, preprocess_fn, data_cfg, what: st
   """One eval example: the data set's eval transform, then its own `preprocess` (if any); errors name it."""
   index = example.pop("_index", None)
   example = {k: v for k, v in example.items() if k != bad_input.BAD_KEY}
-  try:
-    if transform is not None:
-      example = transform(example, data_cfg)
-    return preprocess_fn(example, data_cfg) if preprocess_fn is not None else example
-  except MmjaxError:
-    raise
-  except Exception as e:
-    raise MmjaxError(f"{what}: preprocessing example {index} failed ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+  def run():
+    ex = transform(example, data_cfg) if transform is not None else example
+    return preprocess_fn(ex, data_cfg) if preprocess_fn is not None else ex
+  return _preprocessing_errors_named(run, what, index)
 
 
 def make_eval_arrays(data_cfg, tokenizer: Tokenizer | None, num_examples: int, split: str = "test") -> dict:
   """The first `num_examples` of `split`, read through grain as training reads (reader threads: data.prefetch, at
   most 4), with the data set's eval transform (no augmentation), preprocessed and stacked: `image` float32
   [N, H, W, 3], the label arrays [N, ...], `tokens` int32 [M, L] of the M captions, `caption` a list of M str and
-  `txt_to_img` int32 [M], each caption's image (M = N, txt_to_img = arange(N) for one caption per image; Flickr8k: M = 5 N).
+  `txt_to_img` int32 [M], each caption's image (M = N, txt_to_img = arange(N) for one caption per image;
+  Flickr8k: M = 5 N).
   A data set with its own `preprocess`: every key of its preprocessed examples, stacked to [N, ...]
   (`tokenizer` may be None)."""
   entry = _entry(data_cfg)

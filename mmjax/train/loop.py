@@ -127,16 +127,14 @@ def load_or_build_tokenizer(config, workdir: str, ckpt: ckpt_lib.Checkpointer, s
 
 
 def batch_spec(batch: dict[str, Any]) -> dict[str, tuple]:
-  """{key: (shape, dtype str)} of a batch of arrays (or of ShapeDtypeStructs: an element spec; a spec of this
-  form is returned as it is)."""
-  return {k: v if isinstance(v, tuple) else
-          (tuple(np.shape(v)), np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype).str)
+  """{key: (shape, dtype str)} of a batch of arrays (or of ShapeDtypeStructs: an element spec)."""
+  return {k: (tuple(np.shape(v)), np.dtype(v.dtype if hasattr(v, "dtype") else np.asarray(v).dtype).str)
           for k, v in batch.items()}
 
 
-def check_batch(batch: dict[str, np.ndarray], spec: dict[str, Any], step: int) -> None:
-  """A one-line error naming the first key whose shape/dtype differs from `spec` (the training element spec)."""
-  got, spec = batch_spec(batch), batch_spec(spec)
+def check_batch(batch: dict[str, np.ndarray], spec: dict[str, tuple], step: int) -> None:
+  """A one-line error naming the first key whose shape/dtype differs from `spec` (a `batch_spec`)."""
+  got = batch_spec(batch)
   if got != spec:
     bad = sorted(k for k in set(got) | set(spec) if got.get(k) != spec.get(k))
     k = bad[0]
@@ -188,6 +186,7 @@ class Trainer:
     # The model is initialised for the training batches' element spec (not for an eval split's arrays).
     self.input_spec = pipeline.train_element_spec(self.config.data, self.tokenizer, seed=self.config.seed,
                                                   batch_size=self.config.batch_size // jax.process_count())
+    self._batch_spec = batch_spec(self.input_spec)     # what every batch is checked against
     sample = {k: np.zeros((2, *s.shape[1:]), s.dtype) for k, s in self.input_spec.items()}
     self.model = teacher_lib.attach(self.model, sample)   # a distillation student's frozen teacher, read once here
     args, kwargs = model_inputs(self.model, sample, self.objective.batch_keys,
@@ -271,7 +270,7 @@ class Trainer:
     """The next batch, checked against the element spec the model was initialised for and placed on the mesh, and
     its fingerprint."""
     local = self._next_batch(self._data, step, last_saved)
-    check_batch(local, self.input_spec, step)
+    check_batch(local, self._batch_spec, step)
     return sharding.global_batch(local, self.mesh), fingerprint(local)
 
   def train_step(self, state, batch):
