@@ -11,9 +11,10 @@ Data (mmjax/data/fusion_data.py, builders/avmnist.py): train 18000 / dev 2000 / 
 the fewest PCA components holding 25 % of the train images' variance (`data.image_pca_energy`, CentralNet's "75 %
 of the energy removed"; 0: clean images), audio clean unless `--config.data.audio_snr_db=DB` (white noise at that
 SNR, fixed per example), log-mel spectrograms [51, 40, 1] of the first second (hop 20 ms, 40 mels), standardised.
-Measures test accuracy and macro F1 (evaluator "classification"; `--config.evals.split=dev` for the dev split) of
-the final model after 4 epochs (1124 steps of 64; AdamW 1e-3, cosine, dropout 0.1), the budget and models of
-experiments/reports/avmnist.py (which keeps the best-dev epoch instead of the last and calibrates the SNR on dev).
+Measures test accuracy and macro F1 (evaluator "classification"; `--config.evals.classification.split=dev` for the
+dev split) of the final model after 4 epochs (1124 steps of 64; AdamW 1e-3, cosine, dropout 0.1), the budget and
+models of experiments/reports/avmnist.py (which keeps the best-dev epoch instead of the last and calibrates the SNR
+on dev).
 Preparing the data set once takes minutes; each run preprocesses its splits in memory first (about a minute).
 """
 from ml_collections import config_dict
@@ -90,8 +91,8 @@ def get_config(arg: str | None = None):
   c.evals.names = "classification"
   c.evals.num_examples = 0             # the whole split
   c.evals.batch_size = 500
-  c.evals.split = "test"
-  c.evals.robustness_modality = ""
+  c.evals.classification.split = "test"
+  c.evals.classification.robustness_modality = ""
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.fake_raw = 40                # 36 train / 4 dev / 40 test fake pairs

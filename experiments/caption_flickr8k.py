@@ -5,7 +5,7 @@ of the 1,000 test images against all 5 references each.
 
   python -m mmjax.main --config experiments/caption_flickr8k.py --workdir runs/caption_flickr8k
   python -m mmjax.main --config experiments/caption_flickr8k.py --workdir runs/caption_flickr8k --mode eval \
-      --config.evals.caption_beam_size=1                                  # greedy instead
+      --config.evals.captioning.caption_beam_size=1                                  # greedy instead
 
 Sized for a CPU (64 px, 4-layer ViT, 3-layer decoder, vocabulary 4096); on a GPU raise the image size, the
 widths and total_steps, or start the encoder from a CLIP run. Published Flickr8k captioners (Show-Attend-Tell,
@@ -39,8 +39,8 @@ def get_config(arg: str | None = None):
   c.evals.names = "captioning,masked"
   c.evals.num_examples = 1000                  # the whole Flickr8k test split: 1k images, 5k reference captions
   c.evals.batch_size = 100
-  c.evals.caption_beam_size = 3
-  c.evals.caption_alpha = 0.6
+  c.evals.captioning.caption_beam_size = 3
+  c.evals.captioning.caption_alpha = 0.6
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.fake_raw = 24                       # generated raw files in the real format: never skips

@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
   c.model.text = dict(vocab_size=4096, context_length=32, width=192, depth=3, num_heads=3, mlp_ratio=4.0)
   c.evals.num_examples = 1000                  # the whole Flickr8k test split: 1k images, 5k captions
   c.evals.batch_size = 250
-  c.evals.zero_shot_data = "cifar10_test"
+  c.evals.clip.zero_shot_data = "cifar10_test"
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.fake_raw = 24                       # generated raw files in the real format: never skips

@@ -19,7 +19,7 @@ own shards), data.skip_bad (on by default for this source: bad samples are skipp
 False: the first stops the run naming the shard and member), data.max_bad_fraction (stop past this fraction bad),
 data.jpeg_draft (default True: JPEGs >= 2x the crop are decoded reduced by libjpeg; False: open_clip's full decode).
 The BPE tokenizer is trained on the captions of the first data.corpus_examples samples (or put a tokenizer.json in
-the workdir). Add zero-shot with --config.evals.zero_shot_data=cifar10_test or =image_folder:/data/imagenet/val.
+the workdir). Add zero-shot with --config.evals.clip.zero_shot_data=cifar10_test or =image_folder:/data/imagenet/val.
 
 Sized like clip_flickr8k (64 px, small towers) for a CPU; on accelerators raise image_size, the towers and steps.
 """
@@ -59,7 +59,7 @@ def get_config(arg: str | None = None):
   c.model.text = dict(vocab_size=8192, context_length=32, width=256, depth=4, num_heads=4, mlp_ratio=4.0)
   c.evals.num_examples = 1000
   c.evals.batch_size = 250
-  c.evals.zero_shot_data = ""
+  c.evals.clip.zero_shot_data = ""
   if arg.runlocal:
     config_lib.runlocal(c)
     root = fake_shards.default_dir("webdataset_colours")

@@ -31,7 +31,7 @@ def get_config(arg: str | None = None):
   c.data.caption_fields = "colour,shape"
   c.data.context_length = c.model.text.context_length = 12
   c.model.vision.last_block_pooled_only = True
-  c.evals.retrieval = False
+  c.evals.clip.retrieval = False
   if config_lib.parse_arg(arg).runlocal:
     c.model.vision.stem_channels = (8, 8, 16)    # 2^3 = patch_size 8
     return c

@@ -80,8 +80,8 @@ def get_config(arg: str | None = None):
   c.evals.names = "classification"
   c.evals.num_examples = 0
   c.evals.batch_size = 500
-  c.evals.split = "test"
-  c.evals.robustness_modality = ""
+  c.evals.classification.split = "test"
+  c.evals.classification.robustness_modality = ""
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.fake_raw = 40

@@ -10,11 +10,12 @@ The second command is the random-init baseline: the same encoder at its initiali
 same probe without a training step. Raw files: ../shared/data/{flickr8k,cifar10_test} (or $MMJAX_RAW_DATA),
 prepared on first use. Results: experiments/tables/masked_modeling.md.
 
-Probe (evals/linear_probe.py, `evals.probe_data="cifar10_test"`): the 10,000 CIFAR-10 test images split by a fixed,
-class-balanced rule: within each class, files test/<class>/0000-0499.jpg -> probe-train (5,000), 0500-0999 ->
-probe-test (5,000); the 32 px images are upsampled to the model's 64 px with PIL's bicubic filter; multinomial
-logistic regression on standardised features of the unmasked image (the cls token, `model.probe_pool`), l2 picked on
-the last 20 % of probe-train (its ranks 400-499 of each class), top-1 accuracy in % on probe-test (chance 10).
+Probe (evals/linear_probe.py, `evals.linear_probe.probe_data="cifar10_test"`): the 10,000 CIFAR-10 test images split
+by a fixed, class-balanced rule: within each class, files test/<class>/0000-0499.jpg -> probe-train (5,000),
+0500-0999 -> probe-test (5,000); the 32 px images are upsampled to the model's 64 px with PIL's bicubic filter;
+multinomial logistic regression on standardised features of the unmasked image (the cls token, `model.probe_pool`),
+l2 picked on the last 20 % of probe-train (its ranks 400-499 of each class), top-1 accuracy in % on probe-test
+(chance 10).
 Also: held-out masked-patch loss on the 1k Flickr8k test images, and `reconstruction.png` in the workdir.
 
 Recipe as the paper where it fits (AdamW b = (0.9, 0.95), weight decay 0.05 without decay on norms/biases/tokens,
@@ -69,12 +70,12 @@ def get_config(arg: str | None = None):
   c.data.num_workers = 0
   c.model = model_config()
   c.evals.names = "linear_probe,masked,reconstruction"
-  c.evals.probe_data = "cifar10_test"           # class halves: 5,000 probe-train / 5,000 probe-test images
-  c.evals.probe_tasks = "label"
-  c.evals.probe_train_examples = 5000
+  c.evals.linear_probe.probe_data = "cifar10_test"           # class halves: 5,000 probe-train / 5,000 probe-test images
+  c.evals.linear_probe.probe_tasks = "label"
+  c.evals.linear_probe.probe_train_examples = 5000
   c.evals.num_examples = 1000                   # the Flickr8k test split: held-out masked loss
   c.evals.batch_size = 250
-  c.evals.recon_images = 6
+  c.evals.reconstruction.recon_images = 6
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.fake_raw = 24                        # generated raw files in the real format (flickr8k, cifar10_test)
@@ -83,5 +84,5 @@ def get_config(arg: str | None = None):
     c.model = model_config(image_size=32, width=32, depth=1, heads=2, decoder_width=16, decoder_depth=1,
                            decoder_heads=2, mlp_ratio=2.0)
     c.evals.num_examples = 6
-    c.evals.recon_images = 4
+    c.evals.reconstruction.recon_images = 4
   return c

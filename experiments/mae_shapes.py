@@ -46,12 +46,12 @@ def get_config(arg: str | None = None):
   c.model = model_config()
   c.evals.names = "linear_probe,masked,reconstruction"
   c.evals.num_examples = 1000          # probe-test (shapes "test" split) and held-out masked loss
-  c.evals.probe_train_examples = 2000  # probe-train (shapes "train" split)
-  c.evals.probe_tasks = "shape,colour,size,position"
+  c.evals.linear_probe.probe_train_examples = 2000  # probe-train (shapes "train" split)
+  c.evals.linear_probe.probe_tasks = "shape,colour,size,position"
   c.evals.batch_size = 250
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.image_size = 32
     c.model = model_config(image_size=32, width=32, depth=1, heads=2, decoder_width=16, decoder_depth=1)
-    c.evals.probe_train_examples = 32
+    c.evals.linear_probe.probe_train_examples = 32
   return c

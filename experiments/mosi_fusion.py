@@ -9,7 +9,7 @@ Measures test-split (752 utterances, 31 unseen videos) binary accuracy and F1 (e
 the F1 of the positive class, plus macro / weighted F1) of the model after a fixed budget of 20 epochs
 (900 steps of 32; AdamW 1e-3, cosine, dropout 0.2), the protocol of experiments/reports/mosi.py (which trains the
 same models, 5 seeds each, with the loop's step function; LMF: 76.4 ± 0.4 % there). About a minute on 2 CPU
-cores. Set --config.evals.robustness_modality=text for MultiBench's robustness curve of one modality.
+cores. Set --config.evals.classification.robustness_modality=text for MultiBench's robustness curve of one modality.
 """
 from mmjax import config as config_lib
 
@@ -64,8 +64,8 @@ def get_config(arg: str | None = None):
   c.evals.names = "classification"
   c.evals.num_examples = 0             # the whole split
   c.evals.batch_size = 256
-  c.evals.split = "test"
-  c.evals.robustness_modality = ""
+  c.evals.classification.split = "test"
+  c.evals.classification.robustness_modality = ""
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.fake_raw = 48                # 12 fake videos: 24 train / 24 test utterances

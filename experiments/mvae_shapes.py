@@ -42,18 +42,18 @@ def get_config(arg: str | None = None):
   c.evals.names = "mvae"
   c.evals.num_examples = 1000
   c.evals.batch_size = 250
-  c.evals.gen_seed = 0
-  c.evals.gen_images = 12
-  c.evals.judge_train_examples = 4000
-  c.evals.judge_steps = 400
-  c.evals.elbo_samples = 4
-  c.evals.baseline_train_examples = 4000
+  c.evals.mvae.gen_seed = 0
+  c.evals.mvae.gen_images = 12
+  c.evals.mvae.judge_train_examples = 4000
+  c.evals.mvae.judge_steps = 400
+  c.evals.mvae.elbo_samples = 4
+  c.evals.mvae.baseline_train_examples = 4000
   if arg.runlocal:
     config_lib.runlocal(c)
     c.model = model_config(latent_dim=4, channels=(8, 8), hidden=16, image_size=32)
-    c.evals.gen_images = 4
-    c.evals.judge_train_examples = 32
-    c.evals.judge_steps = 2
-    c.evals.elbo_samples = 1
-    c.evals.baseline_train_examples = 32
+    c.evals.mvae.gen_images = 4
+    c.evals.mvae.judge_train_examples = 32
+    c.evals.mvae.judge_steps = 2
+    c.evals.mvae.elbo_samples = 1
+    c.evals.mvae.baseline_train_examples = 32
   return c

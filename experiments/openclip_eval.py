@@ -44,7 +44,7 @@ def get_config(arg: str | None = None):
   c.evals.names = "clip"
   c.evals.num_examples = 1000                  # the Flickr8k test split: 1k images, 5k captions
   c.evals.batch_size = 100
-  c.evals.zero_shot_data = "cifar10_test"
+  c.evals.clip.zero_shot_data = "cifar10_test"
   if arg.runlocal:
     config_lib.runlocal(c)
     c.data.fake_raw = 24

@@ -10,8 +10,8 @@ DiT on 4 px patches.
   python -m mmjax.main --config experiments/t2i_shapes.py:runlocal --workdir /tmp/x     (seconds; for tests)
 
 Evals ("generation", mmjax/evals/generation.py): one generated image per test caption (Euler sampler, guidance
-evals.gen_guidance), judged by a CNN trained on real shapes images: shape / colour / both accuracy vs chance, the
-judge's accuracy on the real test images, and generations.png in the workdir.
+evals.generation.gen_guidance), judged by a CNN trained on real shapes images: shape / colour / both accuracy vs
+chance, the judge's accuracy on the real test images, and generations.png in the workdir.
 """
 import ml_collections
 
@@ -48,19 +48,19 @@ def get_config(arg: str | None = None):
   c.evals.names = "generation"
   c.evals.num_examples = 480
   c.evals.batch_size = 120
-  c.evals.gen_steps = 20
-  c.evals.gen_guidance = 3.0
-  c.evals.gen_seed = 0
-  c.evals.gen_images = 12
-  c.evals.judge_train_examples = 4000
-  c.evals.judge_steps = 400
-  c.evals.clip_score_workdir = ""   # a CLIP workdir (e.g. of experiments/clip_shapes.py) adds the CLIP score
+  c.evals.generation.gen_steps = 20
+  c.evals.generation.gen_guidance = 3.0
+  c.evals.generation.gen_seed = 0
+  c.evals.generation.gen_images = 12
+  c.evals.generation.judge_train_examples = 4000
+  c.evals.generation.judge_steps = 400
+  c.evals.generation.clip_score_workdir = ""   # a CLIP workdir (e.g. of experiments/clip_shapes.py) adds the CLIP score
   if arg.runlocal:
     config_lib.runlocal(c)
     c.model = model_config(width=32, depth=1, heads=2, text_width=32, text_depth=1,
                            backbone="dit" if arg.dit else "unet", unet_channels=(8, 16))
-    c.evals.gen_steps = 2
-    c.evals.gen_images = 4
-    c.evals.judge_train_examples = 32
-    c.evals.judge_steps = 2
+    c.evals.generation.gen_steps = 2
+    c.evals.generation.gen_images = 4
+    c.evals.generation.judge_train_examples = 32
+    c.evals.generation.judge_steps = 2
   return c

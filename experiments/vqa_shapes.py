@@ -41,12 +41,12 @@ def get_config(arg: str | None = None):
   c.data.question_length = 12
   c.model = model_config(VARIANTS[variant])
   c.evals.names = "vqa"
-  c.evals.split = "test"
+  c.evals.vqa.split = "test"
   c.evals.num_examples = 2000
   c.evals.batch_size = 250
-  c.evals.prior_train_examples = 5000
+  c.evals.vqa.prior_train_examples = 5000
   if arg.runlocal:
     config_lib.runlocal(c)
     c.model = model_config(VARIANTS[variant], width=16, heads=2, fusion_depth=1, head_hidden=16)
-    c.evals.prior_train_examples = 32
+    c.evals.vqa.prior_train_examples = 32
   return c

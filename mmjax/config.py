@@ -87,14 +87,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.evals = ml_collections.ConfigDict(dict(
       names="clip",                 # comma-separated evaluators (mmjax.registry.EVALUATORS); "" for none
-      zero_shot=True, retrieval=True, num_examples=1000, batch_size=250,
-      zero_shot_data="",            # a prepared classification data set for zero-shot (e.g. "cifar10_test")
-      # "linear_probe" (evals/linear_probe.py): label tasks, probe-train size (probe-test: num_examples), method
-      # ("logreg" | "ridge"), the two splits, or a prepared classification data set (probe_data, e.g. "cifar10_test":
-      # per class, the first half of the images by file name -> probe-train, the second -> probe-test).
-      probe_tasks="shape,colour", probe_train_examples=1000, probe_method="logreg", probe_splits="train,test",
-      probe_data="",
-      recon_images=8))              # "reconstruction" (evals/masked_evals.py): images in the PNG grid
+      num_examples=1000, batch_size=250))   # the test examples an evaluator reads, and its batch size
+  # Each evaluator's own settings, under its name (evals.<evaluator>.<key>, e.g. evals.clip.zero_shot_data): the
+  # keys and defaults its module declares where it is registered (mmjax.evals.base.EVAL_KEYS).
+  from mmjax.evals.runner import evaluator_keys   # noqa: PLC0415  (the evaluators import jax; configs need not)
+  for name, keys in evaluator_keys().items():
+    c.evals[name] = ml_collections.ConfigDict(keys)
   return c
 
 

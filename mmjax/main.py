@@ -77,10 +77,21 @@ def _unknown_key_message(argv: list[str], err: BaseException) -> str:
   known += [k for k in _flatten(rl_config()) if k not in known]
   for key in keys:
     if key not in known:
+      moved = _moved_evaluator_setting(key)
+      if moved:
+        return moved
       close = difflib.get_close_matches(key, known, n=1)
       hint = f"; did you mean --config.{close[0]}?" if close else ""
       return f"unknown config key {key!r} in --config.{key}{hint}"
   return f"bad config override ({type(err).__name__}: {err})"
+
+
+def _moved_evaluator_setting(key: str) -> str:
+  """For a flat `evals.<setting>` of an evaluator: where it is given now (evals.<evaluator>.<setting>)."""
+  if not key.startswith("evals.") or key.count(".") != 1:
+    return ""
+  from mmjax.evals.base import moved_key_hint
+  return moved_key_hint(key[len("evals."):])
 
 
 def _flatten(cfg, prefix: str = "") -> list[str]:

@@ -90,7 +90,7 @@ def test_checks_skip_models_without_the_keys():
     ("mvae", {}, r"evaluator 'mvae' needs model.name='mvae'"),
     ("vqa", {}, r"evaluator 'vqa' scores answers to shapes questions; data.name='shapes'"),
     ("reconstruction", {}, r"evaluator 'reconstruction' needs a masked image model"),
-    ("clip", {"zero_shot_data": "imagenet_typo"}, r"evals.zero_shot_data='imagenet_typo' is not a zero-shot"),
+    ("clip", {"clip.zero_shot_data": "imagenet_typo"}, r"evals.clip.zero_shot_data='imagenet_typo' is not a zero-shot"),
     ("clip,no_such_eval", {}, r"no_such_eval"),
 ])
 def test_an_evaluator_that_cannot_run_fails_at_start_up(tmp_path, names, edit, match):
@@ -98,8 +98,9 @@ def test_an_evaluator_that_cannot_run_fails_at_start_up(tmp_path, names, edit, m
   evaluation could never work stops before it compiles or trains, not at its first evaluation."""
   c = tiny()
   c.evals.names = names
-  for k, v in edit.items():
-    c.evals[k] = v
+  for k, v in edit.items():      # "evaluator.key"
+    name, key = k.split(".")
+    c.evals[name][key] = v
   assert_fails_up_front(c, tmp_path, match)
 
 

@@ -105,7 +105,7 @@ def test_eval_numbers_match_a_fresh_unbatched_reference(periodic_run):
     top1 = 100.0 * np.mean(np.argmax(img @ np.asarray(classifier).T, axis=1) == np.asarray(label_fn(arrays)))
     assert results[f"zero_shot/{task}"] == pytest.approx(top1, abs=1e-9), task
   train, test = (pipeline.make_eval_arrays(cfg.data, tok, n, split=s)
-                 for n, s in ((cfg.evals.probe_train_examples, "train"), (cfg.evals.num_examples, "test")))
+                 for n, s in ((cfg.evals.linear_probe.probe_train_examples, "train"), (cfg.evals.num_examples, "test")))
   ftr, fte = encode("encode_image", train["image"]), encode("encode_image", test["image"])
   for task in ("shape", "colour"):
     probe = linear_probe.linear_probe(ftr, train[task][:, 0], fte, test[task][:, 0])

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mmjax.evals import benchmark, retrieval_suite, zero_shot_suite
-from mmjax.evals.base import EvalContext
+from mmjax.evals.base import EVAL_KEYS, EvalContext
 from mmjax.errors import MmjaxError
 
 
@@ -81,12 +81,19 @@ def ref_text_features(texts: list[str]) -> np.ndarray:
   return f / np.linalg.norm(f, axis=1, keepdims=True)
 
 
-def ctx_for(workdir, **evals):
+def ctx_for(workdir, batch_size: int = 4, **settings):
+  """An EvalContext whose config gives `settings` under the suite evaluator(s) that declare each one
+  (evals.zero_shot_suite.<key> / evals.retrieval_suite.<key>; benchmark_* and suite_image_norm: both)."""
+  suites = ("zero_shot_suite", "retrieval_suite")
+  unknown = [k for k in settings if not any(k in EVAL_KEYS[s] for s in suites)]
+  assert not unknown, f"not a suite setting: {unknown}"
+  settings = dict(dict(benchmark_model="", benchmark_pretrained=""), **settings)
   cfg = ml_collections.ConfigDict(dict(
       data=dict(name="karpathy", image_size=SIZE, context_length=L, data_dir="", fake_raw=0, karpathy_json="",
                 karpathy_images=""),
       model=dict(name="clip"),
-      evals=dict(dict(batch_size=4, num_examples=16, benchmark_model="", benchmark_pretrained=""), **evals)))
+      evals=dict(batch_size=batch_size, num_examples=16,
+                 **{s: {k: v for k, v in settings.items() if k in EVAL_KEYS[s]} for s in suites})))
   return EvalContext(config=cfg, model=TwoTower(), tokenizer=CharTokenizer(), mesh=None, cache={},
                      workdir=str(workdir))
 

@@ -68,5 +68,5 @@ def test_rerun_of_a_finished_run_evaluates_without_training(tmp_path):
   assert "zero_shot/shape_colour" in results and "retrieval/i2t_R@1" in results
   from PIL import Image
   with Image.open(tmp_path / "zero_shot.png") as grid:    # the test images with their zero-shot labels
-    assert grid.format == "PNG" and grid.width > 4 * grid.height, grid.size   # one row of evals.zero_shot_images
+    assert grid.format == "PNG" and grid.width > 4 * grid.height, grid.size   # one row of evals.clip.zero_shot_images
   assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in r] == trained

@@ -186,16 +186,24 @@ def test_evaluators_needing_a_tokenizer_fail_clearly(mosi_run):
     eval_runner.run(config, trainer.state.params, model=trainer.model, tokenizer=None, mesh=trainer.mesh)
 
 
-def test_data_set_and_evaluator_config_keys():
+def test_data_set_and_evaluator_config_keys(tmp_path):
   c = config_lib.load_experiment(MOSI, "runlocal")
   c.data.image_pca_energy = 0.5     # an AV-MNIST key: not one of MOSI's
   with pytest.raises(MmjaxError, match=r"unknown config key 'data.image_pca_energy'"):
     config_lib.check_keys(c, loop.config_schema(c))
   c = config_lib.load_experiment(AVMNIST, "runlocal")
   config_lib.check_keys(c, loop.config_schema(c))
-  c.evals.names = "clip"            # evals.split belongs to "classification"
-  with pytest.raises(MmjaxError, match=r"unknown config key 'evals.(split|robustness_modality)'"):
+  c.evals.classification.splt = "dev"      # a typo inside an evaluator's namespace
+  with pytest.raises(MmjaxError, match=r"unknown config key 'evals.classification.splt'"):
     config_lib.check_keys(c, loop.config_schema(c))
+  # A flat evaluator setting (the old form) fails before anything is built, naming where it is given now; a
+  # setting two evaluators have names both.
+  c = config_lib.load_experiment(AVMNIST, "runlocal")
+  c.evals.split = "dev"
+  with pytest.raises(MmjaxError, match=r"^config key evals.split is a setting of evaluator 'classification' / "
+                                       r"'vqa': give it as evals.classification.split or evals.vqa.split"):
+    loop.Trainer(c, str(tmp_path))
+  assert not os.listdir(tmp_path)
 
 
 def test_avmnist_data_and_loop(tmp_path):
@@ -219,8 +227,8 @@ def test_avmnist_data_and_loop(tmp_path):
   resid = (filtered - x.mean(0)) - (filtered - x.mean(0)) @ evecs[:, :k] @ evecs[:, :k].T
   assert np.abs(resid).max() < 1e-4 and np.abs(filtered - x.mean(0)).max() > 0.01
   # the loop: trains, checkpoints, evaluates on the dev split without a tokenizer, with a robustness curve
-  config.evals.split = "dev"
-  config.evals.robustness_modality = "audio"
+  config.evals.classification.split = "dev"
+  config.evals.classification.robustness_modality = "audio"
   results = loop.Trainer(config, str(tmp_path)).train()
   assert os.listdir(tmp_path / "checkpoints") == ["2"]
   assert results["classification/num_examples"] == len(b.as_data_source("dev"))

@@ -59,7 +59,7 @@ def test_task_labels_take_the_first_object():
   arrays = {"shape": np.array([[2, -1], [5, 1]], np.int32), "label": np.array([3, 4])}
   np.testing.assert_array_equal(task_labels(arrays, "shape"), [2, 5])
   np.testing.assert_array_equal(task_labels(arrays, "label"), [3, 4])
-  with pytest.raises(MmjaxError, match="evals.probe_tasks"):
+  with pytest.raises(MmjaxError, match="evals.linear_probe.probe_tasks"):
     task_labels(arrays, "colour")
 
 

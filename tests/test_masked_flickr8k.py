@@ -148,9 +148,9 @@ def test_class_halves_on_the_real_cifar10_names():
 def test_unknown_probe_data_is_a_one_line_error(run):
   trainer = run["trainer"]
   config = trainer.config.copy_and_resolve_references()
-  config.evals.probe_data = "svhn"
+  config.evals.linear_probe.probe_data = "svhn"
   ctx = EvalContext(config=config, model=trainer.model, tokenizer=trainer.tokenizer, mesh=trainer.mesh, cache={})
-  with pytest.raises(MmjaxError, match="evals.probe_data='svhn'"):
+  with pytest.raises(MmjaxError, match="evals.linear_probe.probe_data='svhn'"):
     lp.probe_arrays(ctx)
   with pytest.raises(MmjaxError, match="repeated image_ids"):
     lp.class_halves(["a", "a"], [0, 0])

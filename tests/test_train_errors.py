@@ -35,6 +35,17 @@ def test_unknown_cli_key_is_one_line(tmp_path):
   assert not os.listdir(tmp_path)  # nothing written
 
 
+def test_flat_evaluator_setting_on_the_cli_names_its_namespace(tmp_path):
+  """Evaluator settings are given under the evaluator's name; the old flat form is one line saying where."""
+  proc = run_main("--config", CLIP, "--workdir", str(tmp_path), "--config.evals.zero_shot_data=cifar10_test")
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  assert "config key evals.zero_shot_data is a setting of evaluator 'clip': give it as " \
+         "evals.clip.zero_shot_data" in lines[0], lines[0]
+  assert not os.listdir(tmp_path)
+
+
 def test_missing_config_file_is_one_line(tmp_path):
   proc = run_main("--config", "experiments/nope.py", "--workdir", str(tmp_path))
   assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -88,8 +88,8 @@ def guidance_sweep(workdir: str, guidances: list[float], clip_workdir: str) -> d
   out = {}
   for w in guidances:
     cfg = config.copy_and_resolve_references()
-    cfg.evals.gen_guidance = w
-    cfg.evals.clip_score_workdir = clip_workdir
+    cfg.evals.generation.gen_guidance = w
+    cfg.evals.generation.clip_score_workdir = clip_workdir
     print(f"  {os.path.basename(workdir)}: guidance {w:g}", flush=True)
     out[w] = runner.run(cfg, trainer.state.params, model=trainer.model, tokenizer=trainer.tokenizer,
                         mesh=trainer.mesh, workdir=None)

@@ -109,11 +109,12 @@ def write_table(res: dict, command: str, total_s: float, table: str) -> None:
   probe_runs = [n for n in res if "linear_probe" in str(res[n]["config"].evals.names)]
   if probe_runs:
     c = res[probe_runs[0]]["config"]
-    tasks = [t.strip() for t in str(c.evals.probe_tasks).split(",") if t.strip()]
+    probe = c.evals.linear_probe
+    tasks = [t.strip() for t in str(probe.probe_tasks).split(",") if t.strip()]
     lines += ["## Linear probe on the frozen image encoder", "",
-              f"Probe: {c.evals.probe_method} on standardised `{c.model.probe_pool}` features of all patches "
+              f"Probe: {probe.probe_method} on standardised `{c.model.probe_pool}` features of all patches "
               f"(no masking), l2 picked on the last 20 % of probe-train; probe-train = the first "
-              f"{c.evals.probe_train_examples} shapes `train` examples, probe-test = the first "
+              f"{probe.probe_train_examples} shapes `train` examples, probe-test = the first "
               f"{c.evals.num_examples} `test` examples; one object per image, labels of that object. "
               f"Top-1 accuracy in %, chance: shape 16.7, colour 12.5, size 33.3, position 11.1. "
               f"Random init: the run's own initial parameters (seed 0) and, as mean ± std, seeds 0, 1, 2.", "",

@@ -69,7 +69,7 @@ class ArraySource:
 def _check_split(builder, split: str) -> None:
   if split not in builder.info.splits:
     raise MmjaxError(f"data set {builder.name!r} has no split {split!r}; it has {', '.join(builder.info.splits)} "
-                     f"(config key evals.split)")
+                     f"(config key evals.classification.split or evals.vqa.split)")
 
 
 def _split_source(builder, split: str):

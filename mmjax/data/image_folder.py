@@ -10,8 +10,8 @@ test folder) when the root has split folders, else the root itself for every spl
 Examples: `image` uint8 [S, S, 3] (S = data.image_size; training: a random-resized crop as image_text's, evaluation:
 the whole image resized), `label` int32, `image_id` the path relative to the split folder; preprocessed for models
 to `image` float32 [S, S, 3] in [-1, 1] and `label` int32 (so a fusion classifier with modalities ("image",) and
-objective "classify" trains on it). For CLIP evaluation: `evals.zero_shot_data = "image_folder:/path/to/root"` and
-`evals.probe_data = "image_folder:/path/to/root"` (evals/clip_evals.py, evals/linear_probe.py).
+objective "classify" trains on it). For CLIP evaluation: `evals.clip.zero_shot_data = "image_folder:/path/to/root"` and
+`evals.linear_probe.probe_data = "image_folder:/path/to/root"` (evals/clip_evals.py, evals/linear_probe.py).
 
 Bad input (mmjax/data/bad_input.py): as a training source (`data.name = "image_folder"`, `data.skip_bad` defaulting
 to True) an image that does not decode or cannot be read is passed over for the next readable one (logged, counted
@@ -32,7 +32,7 @@ from mmjax.registry import DATASETS
 
 CONFIG_KEYS = dict(folder_root="")
 SPLITS = ("train", "val", "test")
-PREFIX = "image_folder:"        # evals.zero_shot_data / evals.probe_data = "image_folder:<root>"
+PREFIX = "image_folder:"        # evals.clip.zero_shot_data / evals.linear_probe.probe_data = "image_folder:<root>"
 
 
 def split_dir(root: str, split: str) -> str:

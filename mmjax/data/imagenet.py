@@ -1,4 +1,5 @@
-"""ImageNet-1k (ILSVRC2012) validation images for evaluation (`evals.zs_datasets = "imagenet2012"`), no TensorFlow.
+"""ImageNet-1k (ILSVRC2012) validation images for evaluation (`evals.zero_shot_suite.zs_datasets = "imagenet2012"`),
+no TensorFlow.
 
 TFDS's `imagenet2012` builder wants ILSVRC2012_img_{train,val}.tar in its manual dir and TensorFlow to prepare; this
 module reads the validation set in the layouts people have, from a root (`imagenet2012:<root>`, else
@@ -133,8 +134,9 @@ class ImageNetVal:
 
   def __init__(self, root: str):
     if not os.path.isdir(root):
-      raise MmjaxError(f"ImageNet root {root!r} does not exist; give evals.zs_datasets='imagenet2012:<dir>' (a dir "
-                       f"holding {VAL_TAR}, its extracted images or val/<wnid>/ folders) or set $MMJAX_RAW_DATA")
+      raise MmjaxError(f"ImageNet root {root!r} does not exist; give evals.zero_shot_suite.zs_datasets="
+                       f"'imagenet2012:<dir>' (a dir holding {VAL_TAR}, its extracted images or val/<wnid>/ "
+                       f"folders) or set $MMJAX_RAW_DATA")
     from mmjax.evals.benchmark import imagenet_classnames
     self.root, self.classnames = root, imagenet_classnames()
     self.tar, items = None, None

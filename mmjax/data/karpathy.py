@@ -28,7 +28,7 @@ def read_split(json_path: str, split: str, image_root: str = "") -> tuple[str, l
   """(the JSON's "dataset" name, [(image path, captions)] of `split` in file order)."""
   if not os.path.isfile(json_path):
     raise MmjaxError(f"Karpathy split file {json_path!r} does not exist (config key data.karpathy_json or "
-                     f"evals.retrieval_json)")
+                     f"evals.retrieval_suite.retrieval_json)")
   if split not in SPLITS:
     raise MmjaxError(f"Karpathy split {split!r} is unknown; use one of {', '.join(SPLITS)}")
   try:
@@ -71,7 +71,7 @@ class KarpathySource:
         image = decode_image(f.read(), path)
     except (OSError, BadImage) as e:
       raise MmjaxError(f"{self.json_path}: image {path}: {getattr(e, 'strerror', None) or e}; check the image root "
-                       f"(data.karpathy_images / evals.retrieval_images)") from None
+                       f"(data.karpathy_images / evals.retrieval_suite.retrieval_images)") from None
     return {"image": image, "captions": list(captions), "image_id": os.path.relpath(path, self.root)}
 
 

@@ -4,8 +4,10 @@ functions kept for the whole run (`predict_fn`, `apply_fn`: a periodic evaluatio
 per call) and the data and batching helpers more than one evaluator uses (`eval_arrays`, `batched_apply`).
 
 An evaluator is `fn(params, ctx: EvalContext) -> dict[str, float]`, registered by name in mmjax.registry.EVALUATORS;
-its module may add `EVAL_KEYS[name] = {key: default}` for the `evals.*` keys it reads beyond the base config's, and
-`EVAL_CHECKS[name] = check(config, model)`, run at start-up.
+its module may add `EVAL_KEYS[name] = {key: default}` for its own settings, which a config gives under the
+evaluator's name (`config.evals.<name>.<key>`, e.g. `--config.evals.classification.split=dev`; read with
+`setting`), so two evaluators' settings never clash; and `EVAL_CHECKS[name] = check(config, model)`, run at
+start-up. The shared `evals.*` keys of the base config (names, num_examples, batch_size, ...) stay flat.
 Evaluator modules import this module, never the runner (mmjax/evals/runner.py, which imports them all) and never
 another evaluator's private helpers.
 """
@@ -25,11 +27,30 @@ from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.mesh import AXES, BATCH_SPEC
 
-EVAL_KEYS: dict[str, dict[str, Any]] = {}   # evaluator name -> {evals.<key>: default}
+EVAL_KEYS: dict[str, dict[str, Any]] = {}   # evaluator name -> {key: default}, given as evals.<name>.<key>
 # evaluator name -> check(config, model): raises MmjaxError when the evaluator cannot run on this run's data or
 # model. The Trainer runs every configured evaluator's check at start-up, before anything compiles or trains
 # (mmjax.evals.runner.check), so a run never fails at its first evaluation for a reason its config already shows.
 EVAL_CHECKS: dict[str, Callable[[Any, Any], None]] = {}
+
+
+def setting(config, evaluator: str, key: str) -> Any:
+  """The evaluator's setting `key`: config.evals.<evaluator>.<key> if the config gives it, else the default its
+  module declares in EVAL_KEYS[evaluator]."""
+  defaults = EVAL_KEYS.get(evaluator, {})
+  if key not in defaults:
+    raise KeyError(f"evaluator {evaluator!r} declares no setting {key!r} in EVAL_KEYS")
+  node = config.evals.get(evaluator, None) if hasattr(config.evals, "get") else None
+  return node[key] if node is not None and key in node else defaults[key]
+
+
+def moved_key_hint(key: str) -> str:
+  """For a flat `evals.<key>` that is an evaluator's setting: where it is given now ('' if none declares it)."""
+  owners = sorted(name for name, keys in EVAL_KEYS.items() if key in keys)
+  if not owners:
+    return ""
+  return (f"config key evals.{key} is a setting of evaluator {' / '.join(map(repr, owners))}: give it as "
+          f"{' or '.join(f'evals.{o}.{key}' for o in owners)} (each evaluator's settings are under its name)")
 
 
 def needs_data(evaluator: str, config, names: Sequence[str], what: str) -> None:

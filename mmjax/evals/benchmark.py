@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from mmjax.errors import MmjaxError
+from mmjax.evals.base import setting
 
 PROMPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts")
 PACKAGED = {"imagenet": "imagenet_templates.txt", "cifar": "cifar_templates.txt"}
@@ -38,7 +39,7 @@ def read_lines(path: str, what: str) -> list[str]:
   return lines
 
 
-def templates(spec: str, key: str = "evals.zs_templates") -> list[str]:
+def templates(spec: str, key: str = "evals.zero_shot_suite.zs_templates") -> list[str]:
   """"imagenet" / "cifar" (the packaged lists) or the path of a file of templates, one per line, each with "{}"."""
   path = os.path.join(PROMPTS, PACKAGED[spec]) if spec in PACKAGED else spec
   out = read_lines(path, f"prompt template ({key})")
@@ -73,7 +74,7 @@ def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
   return np.asarray(im.crop((left, top, left + size, top + size)))
 
 
-NORMS = ("minus_one_one", "openai")      # evals.suite_image_norm
+NORMS = ("minus_one_one", "openai")      # evals.<zero_shot_suite|retrieval_suite>.suite_image_norm
 
 
 def normalize(images: np.ndarray, norm: str) -> np.ndarray:
@@ -84,7 +85,7 @@ def normalize(images: np.ndarray, norm: str) -> np.ndarray:
   if norm == "openai":
     from mmjax.interop.open_clip import preprocess_images
     return preprocess_images(images)
-  raise MmjaxError(f"evals.suite_image_norm={norm!r} is unknown; use one of {', '.join(NORMS)}")
+  raise MmjaxError(f"the suite_image_norm setting {norm!r} is unknown; use one of {', '.join(NORMS)}")
 
 
 def encode_images(encode: Callable, params, load: Callable[[int], np.ndarray], n: int, batch_size: int,
@@ -148,11 +149,11 @@ def write_clip_benchmark(workdir: str | None, *, dataset: str, model: str, pretr
   return path
 
 
-def model_names(ctx) -> tuple[str, str]:
-  """("model", "pretrained") for the result files: evals.benchmark_model / benchmark_pretrained, else the config's
-  model.name and the workdir."""
+def model_names(ctx, evaluator: str) -> tuple[str, str]:
+  """("model", "pretrained") for the result files: evals.<evaluator>.benchmark_model / benchmark_pretrained, else
+  the config's model.name and the workdir."""
   cfg = ctx.config
-  model = cfg.evals.get("benchmark_model", "") or str(cfg.model.get("name", "model"))
-  pretrained = cfg.evals.get("benchmark_pretrained", "") or (os.path.basename(os.path.normpath(ctx.workdir))
-                                                             if ctx.workdir else "")
+  model = setting(cfg, evaluator, "benchmark_model") or str(cfg.model.get("name", "model"))
+  pretrained = setting(cfg, evaluator, "benchmark_pretrained") or (os.path.basename(os.path.normpath(ctx.workdir))
+                                                                   if ctx.workdir else "")
   return model, pretrained

@@ -12,12 +12,12 @@ cider_d: CIDEr-D (Vedantam et al. 2015, "CIDEr: Consensus-based Image Descriptio
   (coco-caption `CiderScorer`), the length is counted in bigrams (words - 1 for non-empty sentences).
 Sentences are lower-cased and split on whitespace (`tokenize`); punctuation stays attached to its word.
 
-Evaluator "captioning": greedy- (`evals.caption_beam_size` 1) or beam-decodes (> 1, length penalty
-`evals.caption_alpha`) the eval images (`evals.num_examples` of the test split, jitted, in batches
+Evaluator "captioning": greedy- (`evals.captioning.caption_beam_size` 1) or beam-decodes (> 1, length penalty
+`evals.captioning.caption_alpha`) the eval images (`evals.num_examples` of the test split, jitted, in batches
 of `evals.batch_size`), scores the detokenised captions against every reference caption of each image
 ("captioning/bleu1".."bleu4", "captioning/cider"), on shapes also "captioning/exact_match" (the set of
 (size, colour, shape, position) objects read from the caption equals the image's) and per-attribute accuracies
-of the one-object scenes; writes `<workdir>/captions.png` (the first `evals.caption_images` images with their
+of the one-object scenes; writes `<workdir>/captions.png` (the first `evals.captioning.caption_images` images with their
 generated and first reference captions) when the evaluation has a workdir.
 """
 from __future__ import annotations
@@ -187,15 +187,15 @@ EVAL_CHECKS["captioning"] = check_captioning
 def captioning_eval(params, ctx) -> dict[str, float]:
   from mmjax.decoding import caption_beam, caption_greedy
   from mmjax.evals import plots
-  from mmjax.evals.base import batched_apply, eval_arrays, predict_fn
+  from mmjax.evals.base import batched_apply, eval_arrays, predict_fn, setting
   cfg, model = ctx.config, ctx.model
   check_captioning(cfg, model)
   arrays = eval_arrays(ctx)
   images = arrays["image"]
   bs = min(int(cfg.evals.batch_size), len(images))
-  beam, alpha = int(cfg.evals.get("caption_beam_size", 1)), float(cfg.evals.get("caption_alpha", 0.6))
+  beam, alpha = int(setting(cfg, "captioning", "caption_beam_size")), float(setting(cfg, "captioning", "caption_alpha"))
   if beam < 1:
-    raise MmjaxError(f"evals.caption_beam_size={beam} must be >= 1 (1: greedy decoding)")
+    raise MmjaxError(f"evals.captioning.caption_beam_size={beam} must be >= 1 (1: greedy decoding)")
   decode = ((lambda p, x: caption_greedy(model, p, x)) if beam == 1 else
             (lambda p, x: caption_beam(model, p, x, beam_size=beam, alpha=alpha)[0]))
   decode = predict_fn(ctx, "captioning", decode, static=(beam, alpha))    # compiled once per run and setting
@@ -209,7 +209,7 @@ def captioning_eval(params, ctx) -> dict[str, float]:
   if str(cfg.data.name) == "shapes":
     results.update(shapes_attribute_scores(hyps, arrays))
   if ctx.workdir is not None and jax.process_index() == 0:
-    k = min(int(cfg.evals.get("caption_images", 8)), len(images))
+    k = min(int(setting(cfg, "captioning", "caption_images")), len(images))
     printable = lambda t: "".join(ch if ch.isprintable() else "?" for ch in t)
     captions = [f"{printable(h)}\nref: {printable(r[0])}" for h, r in zip(hyps[:k], refs[:k])]
     plots.image_grid([images[:k]], ["image"], os.path.join(ctx.workdir, "captions.png"),

@@ -29,7 +29,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import robustness as rb
-from mmjax.evals.base import EVAL_KEYS, NoTokenizer, predict_fn
+from mmjax.evals.base import EVAL_KEYS, NoTokenizer, predict_fn, setting
 from mmjax.models.inputs import input_entries, input_keys, length_kwargs
 from mmjax.objectives import get_objective
 from mmjax.registry import DATASETS, EVALUATORS
@@ -55,10 +55,11 @@ def f1_scores(pred: np.ndarray, label: np.ndarray, num_classes: int) -> dict[str
 
 
 # ------------------------------------------------------------------------------------------------ evaluator
-def eval_split(ctx) -> dict[str, np.ndarray]:
-  """The preprocessed arrays of `evals.split` (the first `evals.num_examples`), cached per process."""
+def eval_split(ctx, evaluator: str = "classification") -> dict[str, np.ndarray]:
+  """The preprocessed arrays of the `evaluator`'s split (evals.<evaluator>.split; the first `evals.num_examples`),
+  cached per process."""
   cfg = ctx.config
-  split = str(cfg.evals.get("split", "test"))
+  split = str(setting(cfg, evaluator, "split"))
   n_all = len(DATASETS.get(cfg.data.name, "data.name").source(cfg.data, split))
   n = int(cfg.evals.num_examples)
   n = n_all if n <= 0 or n > n_all else n
@@ -101,7 +102,7 @@ def classification_eval(params, ctx) -> dict[str, float]:
   arrays = eval_split(ctx)
   missing = [k for k in (*keys, "label") if k not in arrays]
   if missing:
-    raise MmjaxError(f"evaluator 'classification': the {cfg.evals.get('split', 'test')} split of data.name="
+    raise MmjaxError(f"evaluator 'classification': the {setting(cfg, 'classification', 'split')} split of data.name="
                      f"{cfg.data.name!r} has no {missing}; it has {sorted(arrays)}")
   inputs = input_entries(keys, arrays)
   labels = np.asarray(arrays["label"])
@@ -111,18 +112,19 @@ def classification_eval(params, ctx) -> dict[str, float]:
   scores = f1_scores(logits.argmax(-1), labels, logits.shape[-1])
   results = {f"classification/{k}": v for k, v in scores.items()}
   results["classification/num_examples"] = float(len(labels))
-  modality = str(cfg.evals.get("robustness_modality", "") or "")
+  modality = str(setting(cfg, "classification", "robustness_modality") or "")
   if modality:
     if modality not in keys:
-      raise MmjaxError(f"config key evals.robustness_modality={modality!r} is not one of the model's inputs "
-                       f"{list(keys)}")
+      raise MmjaxError(f"config key evals.classification.robustness_modality={modality!r} is not one of the "
+                       f"model's inputs {list(keys)}")
     curve = rb.robustness_curve(predict, {k: jnp.asarray(v) for k, v in inputs.items()}, labels, modality)
     results[f"classification/robustness_{modality}_auc"] = rb.relative_robustness(curve)
     results[f"classification/robustness_{modality}_at_1.0"] = float(curve[-1])
     if ctx.workdir is not None and jax.process_index() == 0:
       base = os.path.join(ctx.workdir, f"robustness_{modality}")
+      split = setting(cfg, "classification", "split")
       rb.plot_robustness({cfg.model.get("fusion", cfg.model.name): curve}, base + ".png",
-                         title=f"{cfg.data.name}: noise on {modality} ({cfg.evals.get('split', 'test')} split)")
+                         title=f"{cfg.data.name}: noise on {modality} ({split} split)")
       tmp = base + ".json.tmp"
       with open(tmp, "w") as f:
         json.dump({"levels": list(rb.LEVELS), "accuracy": curve.tolist()}, f)

@@ -2,7 +2,7 @@
 
 Works for any two-tower model with `encode_image` / `encode_text` methods (CLIP, SigLIP) and any dataset that
 `make_eval_arrays` serves; zero-shot tasks exist for datasets listed in ZERO_SHOT_TASKS. On the shapes data it
-also writes `<workdir>/zero_shot.png`: the first `evals.zero_shot_images` test images, each with its top-1
+also writes `<workdir>/zero_shot.png`: the first `evals.clip.zero_shot_images` test images, each with its top-1
 zero-shot "colour shape" label (the shape_colour task) and the true one.
 """
 from __future__ import annotations
@@ -14,15 +14,18 @@ import numpy as np
 from mmjax.data import image_folder, pipeline
 from mmjax.evals import plots
 from mmjax.errors import MmjaxError
-from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, apply_fn, batched_apply, eval_arrays, needs_method
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, apply_fn, batched_apply, eval_arrays, needs_method, setting
 from mmjax.evals.retrieval import retrieval_metrics
 from mmjax.evals.zero_shot import CIFAR_TEMPLATES, build_classifier, shapes_tasks, zero_shot_accuracy
 from mmjax.registry import EVALUATORS
 
 ZERO_SHOT_TASKS = {"shapes": shapes_tasks}   # data.name -> () -> {task: (classnames, label_fn, templates)}
-# Prepared classification data sets usable as `evals.zero_shot_data`: name -> (split, prompt templates).
+# Prepared classification data sets usable as `evals.clip.zero_shot_data`: name -> (split, prompt templates).
 ZERO_SHOT_DATA = {"cifar10_test": ("test", CIFAR_TEMPLATES), "cifar100": ("test", CIFAR_TEMPLATES)}
-EVAL_KEYS["clip"] = {"zero_shot_images": 12}   # images in <workdir>/zero_shot.png (0: no figure)
+EVAL_KEYS["clip"] = {
+    "zero_shot": True, "retrieval": True,   # which of the two to run
+    "zero_shot_data": "",                   # a prepared classification data set for zero-shot (e.g. "cifar10_test")
+    "zero_shot_images": 12}                 # images in <workdir>/zero_shot.png (0: no figure)
 
 
 def _zero_shot_data_arrays(ctx, name: str):
@@ -52,9 +55,9 @@ def _zero_shot_data_arrays(ctx, name: str):
 
 
 def _prediction_grid(ctx, images, logits, labels, classnames, top1: float) -> None:
-  """`<workdir>/zero_shot.png`: the first evals.zero_shot_images images with top-1 and true class (process 0)."""
+  """`<workdir>/zero_shot.png`: the first evals.clip.zero_shot_images images with top-1 and true class (process 0)."""
   import jax
-  k = min(int(ctx.config.evals.get("zero_shot_images", 12)), len(images))
+  k = min(int(setting(ctx.config, "clip", "zero_shot_images")), len(images))
   if ctx.workdir is None or k == 0 or jax.process_index() != 0:
     return
   pred = np.argmax(logits[:k], axis=1)
@@ -67,15 +70,15 @@ def _prediction_grid(ctx, images, logits, labels, classnames, top1: float) -> No
 
 def check_zero_shot_data(name: str) -> None:
   if name and name not in ZERO_SHOT_DATA and not name.startswith(image_folder.PREFIX):
-    raise MmjaxError(f"evals.zero_shot_data={name!r} is not a zero-shot data set; use one of "
+    raise MmjaxError(f"evals.clip.zero_shot_data={name!r} is not a zero-shot data set; use one of "
                      f"{', '.join(sorted(ZERO_SHOT_DATA))}, 'image_folder:<root>' or ''")
 
 
 def check_clip(cfg, model) -> None:
   for method in ("encode_image", "encode_text"):
     needs_method("clip", cfg, model, method, "a two-tower image-text model (clip, multitask_clip, ...)")
-  if cfg.evals.get("zero_shot", True):
-    check_zero_shot_data(str(cfg.evals.get("zero_shot_data", "") or ""))
+  if setting(cfg, "clip", "zero_shot"):
+    check_zero_shot_data(str(setting(cfg, "clip", "zero_shot_data") or ""))
 
 
 EVAL_CHECKS["clip"] = check_clip
@@ -89,11 +92,12 @@ def clip_eval(params, ctx) -> dict[str, float]:
   enc_img, enc_txt = apply_fn(ctx, "encode_image"), apply_fn(ctx, "encode_text")   # compiled once per run
   img = batched_apply(enc_img, params, arrays["image"], bs)
   results: dict[str, float] = {}
-  if cfg.evals.retrieval:
+  zero_shot = setting(cfg, "clip", "zero_shot")
+  if setting(cfg, "clip", "retrieval"):
     txt = batched_apply(enc_txt, params, arrays["tokens"], bs)
     r = retrieval_metrics(img, txt, arrays["txt_to_img"])
     results.update({f"retrieval/{k}": float(v) for k, v in r.items()})
-  if cfg.evals.zero_shot and cfg.data.name in ZERO_SHOT_TASKS:
+  if zero_shot and cfg.data.name in ZERO_SHOT_TASKS:
     tasks_fn = ZERO_SHOT_TASKS[cfg.data.name]
     context_length = arrays["tokens"].shape[1]
     encode_text = lambda t: batched_apply(enc_txt, params, np.asarray(t), bs)
@@ -106,8 +110,8 @@ def clip_eval(params, ctx) -> dict[str, float]:
       if task == "shape_colour":
         _prediction_grid(ctx, arrays["image"], np.asarray(img) @ np.asarray(classifier).T, labels, classnames,
                          acc["top1"])
-  zs = cfg.evals.get("zero_shot_data", "")
-  if cfg.evals.zero_shot and zs:
+  zs = setting(cfg, "clip", "zero_shot_data")
+  if zero_shot and zs:
     images, labels, classnames = _zero_shot_data_arrays(ctx, zs)
     context_length = arrays["tokens"].shape[1]
     classifier = build_classifier(lambda t: batched_apply(enc_txt, params, np.asarray(t), bs),

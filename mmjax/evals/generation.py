@@ -1,15 +1,15 @@
 """Evaluator "generation": faithfulness of a text-to-image model (mmjax.models.text_to_image) on shapes.
 
-For the first `evals.num_examples` test captions, generates one image each (`generate`, jitted, Euler with
-`evals.gen_steps` steps and classifier-free guidance `evals.gen_guidance`, PRNG key `evals.gen_seed` folded with the
-batch index, so the evaluation is deterministic) and scores it with an independent judge: a small CNN with a shape
-head and a colour head (`Judge`, evals/judge.py), trained inside the evaluator on REAL shapes train images
-(one-object scenes, `evals.judge_train_examples` images, `evals.judge_steps` Adam steps; once per run). Reported (scenes with one
-object only):
+Settings under evals.generation (EVAL_KEYS below). For the first `evals.num_examples` test captions, generates one
+image each (`generate`, jitted, Euler with `gen_steps` steps and classifier-free guidance `gen_guidance`, PRNG key
+`gen_seed` folded with the batch index, so the evaluation is deterministic) and scores it with an independent
+judge: a small CNN with a shape head and a colour head (`Judge`, evals/judge.py), trained inside the evaluator on
+REAL shapes train images (one-object scenes, `judge_train_examples` images, `judge_steps` Adam steps; once per
+run). Reported (scenes with one object only):
   generation/shape_acc, colour_acc, both_acc    judge's prediction on the generated image = the caption's labels
   generation/judge_real_shape_acc, ..._colour_acc, ..._both_acc   the judge on the real test images (trust check)
   generation/chance_shape, chance_colour, chance_both             1/6, 1/8, 1/48
-With `evals.clip_score_workdir` (a CLIP workdir of this loop, e.g. runs/demo of experiments/clip_shapes.py), also
+With `evals.generation.clip_score_workdir` (a CLIP workdir of this loop, e.g. runs/demo of clip_shapes.py), also
 the CLIP score (Hessel et al. 2021, "CLIPScore"; torchmetrics' convention): 100 * mean max(cos(E_I(image),
 E_T(caption)), 0), the images resized (bilinear) to that CLIP's image size and the captions tokenized with its
 tokenizer: generation/clip_score for the generated images, clip_score_real for the real test images (the ceiling
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.errors import MmjaxError
-from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data, needs_method, predict_fn
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data, needs_method, predict_fn, setting
 from mmjax.evals.judge import (N_COLOURS, N_SHAPES, Judge, faithfulness, judge_predict,  # noqa: F401  (API)
                                one_object, shapes_judge, train_judge)
 from mmjax.registry import EVALUATORS
@@ -52,7 +52,8 @@ def clip_judge(workdir: str, cache: dict | None = None):
   from mmjax.train.teacher import load_clip_teacher, read_workdir_config
   path = os.path.join(workdir, "tokenizer.json")
   if not os.path.exists(path):
-    raise MmjaxError(f"evals.clip_score_workdir={workdir!r} has no tokenizer.json; point it at a CLIP workdir")
+    raise MmjaxError(f"evals.generation.clip_score_workdir={workdir!r} has no tokenizer.json; point it at a CLIP "
+                     f"workdir")
   ckpts = os.path.join(workdir, "checkpoints")
   stamp = tuple(sorted(os.listdir(ckpts))) if os.path.isdir(ckpts) else ()
   key = ("generation_clip_judge", os.path.abspath(workdir))
@@ -100,7 +101,7 @@ def generation_eval(params, ctx) -> dict[str, float]:
   from mmjax.models.text_to_image import generate
   cfg, model = ctx.config, ctx.model
   check_generation(cfg, model)
-  steps, guidance = int(cfg.evals.gen_steps), float(cfg.evals.gen_guidance)
+  steps, guidance = int(setting(cfg, "generation", "gen_steps")), float(setting(cfg, "generation", "gen_guidance"))
   arrays = eval_arrays(ctx)
   keep = one_object(arrays)
   if len(keep) == 0:
@@ -112,7 +113,7 @@ def generation_eval(params, ctx) -> dict[str, float]:
   gen_fn = predict_fn(ctx, "generation", functools.partial(generate, model, steps=steps, guidance=guidance),
                       static=(steps, guidance))
   bs = min(int(cfg.evals.batch_size), len(tokens))
-  base = jax.random.PRNGKey(int(cfg.evals.gen_seed))
+  base = jax.random.PRNGKey(int(setting(cfg, "generation", "gen_seed")))
   images = []
   for b, i in enumerate(range(0, len(tokens), bs)):
     chunk = tokens[i:i + bs]
@@ -129,13 +130,13 @@ def generation_eval(params, ctx) -> dict[str, float]:
   rs, rc = judge_predict(judge, jparams, np.asarray(arrays["image"])[keep])
   results.update({f"judge_real_{k}": v for k, v in faithfulness(rs, rc, shape, colour).items()})
   results.update(chance_shape=1 / N_SHAPES, chance_colour=1 / N_COLOURS, chance_both=1 / (N_SHAPES * N_COLOURS))
-  if cfg.evals.get("clip_score_workdir", ""):
-    results.update(clip_scores(str(cfg.evals.clip_score_workdir), images, np.asarray(arrays["image"])[keep],
-                               captions, cache=ctx.cache))
+  if setting(cfg, "generation", "clip_score_workdir"):
+    results.update(clip_scores(str(setting(cfg, "generation", "clip_score_workdir")), images,
+                               np.asarray(arrays["image"])[keep], captions, cache=ctx.cache))
 
   if ctx.workdir is not None and jax.process_index() == 0:
     from mmjax.data import shapes as shapes_lib
-    k = min(int(cfg.evals.gen_images), len(images))
+    k = min(int(setting(cfg, "generation", "gen_images")), len(images))
     names = lambda s, c: f"{list(shapes_lib.COLOURS)[c]} {shapes_lib.SHAPES[s]}"
     caps = [f"{captions[j]}\njudge: {names(ps[j], pc[j])}" for j in range(k)]
     plots.image_grid([np.asarray(arrays["image"])[keep][:k], images[:k]], ["real", "generated"],

@@ -3,10 +3,10 @@
 On the first `evals.num_examples` test scenes with one object (data.min_shapes = max_shapes = 1 in the experiment):
 
   mvae/nelbo_joint, nelbo_image, nelbo_labels   -ELBO in nats per example (lambda = beta = 1; the mean of
-      `evals.elbo_samples` one-sample estimates) of (image, labels), image alone, labels alone, each with its own
+      `evals.mvae.elbo_samples` one-sample estimates) of (image, labels), image alone, labels alone, each with its own
       product-of-experts posterior; plus kl_<subset> and nll_<modality>_<subset> (the two parts).
   mvae/baseline_nll_image    -log-likelihood of the test images under independent per-pixel Gaussians fitted to
-      `evals.baseline_train_examples` train images (the ELBO of the image must beat it to have learnt anything).
+      `evals.mvae.baseline_train_examples` train images (the ELBO of the image must beat it to have learnt anything).
   mvae/baseline_nll_labels   log(number of label combinations): the labels are uniform and independent, so this is
       both the uniform model's NLL and the lower limit that -ELBO_labels can only approach.
   mvae/l2i_{shape,colour,both}_acc   labels -> image: z ~ q(z | labels), image = decoder mean; the CNN judge of
@@ -31,7 +31,7 @@ import numpy as np
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
 from mmjax.evals import judge as judge_lib
-from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data, needs_method, predict_fn
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data, needs_method, predict_fn, setting
 from mmjax.models.mvae import NUM_CLASSES
 from mmjax.objectives import mvae as mvae_obj
 from mmjax.registry import EVALUATORS
@@ -118,11 +118,11 @@ def mvae_eval(params, ctx) -> dict[str, float]:
   batch = {k: np.asarray(arrays[k])[keep] for k in keys}
   bs = max(1, min(int(cfg.evals.batch_size), len(keep)))
   elbo_fn, gen_fn = _fns(ctx)
-  base = jax.random.PRNGKey(int(cfg.evals.gen_seed))
+  base = jax.random.PRNGKey(int(setting(cfg, "mvae", "gen_seed")))
   results: dict[str, float] = {}
 
   # ELBOs (nats per example), averaged over `elbo_samples` estimates
-  samples = max(1, int(cfg.evals.get("elbo_samples", 4)))
+  samples = max(1, int(setting(cfg, "mvae", "elbo_samples")))
   acc: dict[str, float] = {}
   for s in range(samples):
     t = _batched(lambda c, b: elbo_fn(params, c, jax.random.fold_in(jax.random.fold_in(base, s), b)), batch, bs)
@@ -134,7 +134,7 @@ def mvae_eval(params, ctx) -> dict[str, float]:
     for m in ("image", "labels"):
       if f"ll_{m}_{subset}" in acc:
         results[f"nll_{m}_{subset}"] = -acc[f"ll_{m}_{subset}"]
-  train = _arrays(ctx, "train", int(cfg.evals.get("baseline_train_examples", 4000)))
+  train = _arrays(ctx, "train", int(setting(cfg, "mvae", "baseline_train_examples")))
   results["baseline_nll_image"] = pixel_gaussian_nll(np.asarray(train["image"]), batch["image"])
   results["baseline_nll_labels"] = float(sum(math.log(NUM_CLASSES[a]) for a in model.attributes))
 
@@ -159,7 +159,7 @@ def mvae_eval(params, ctx) -> dict[str, float]:
   results["num_examples"] = float(len(keep))
 
   if ctx.workdir is not None and jax.process_index() == 0:
-    k = min(int(cfg.evals.gen_images), len(keep))
+    k = min(int(setting(cfg, "mvae", "gen_images")), len(keep))
     colours = list(shapes_lib.COLOURS)
 
     def label_text(j):

@@ -1,6 +1,7 @@
 """The shapes judge shared by the "generation" (evals/generation.py) and "mvae" (evals/generative_evals.py)
 evaluators: a small CNN with a shape head and a colour head (`Judge`), trained on REAL one-object shapes train
-scenes (`evals.judge_train_examples` images, `evals.judge_steps` Adam steps) once per run (`shapes_judge`), that
+scenes (`evals.<evaluator>.judge_train_examples` images, `evals.<evaluator>.judge_steps` Adam steps) once per run
+(`shapes_judge`), that
 reads the shape and colour of an image (`judge_predict`) to score generated images against requested labels
 (`faithfulness`).
 """
@@ -17,6 +18,7 @@ import optax
 
 from mmjax import cpu_tuning
 from mmjax.errors import MmjaxError
+from mmjax.evals.base import setting
 
 N_SHAPES, N_COLOURS = 6, 8
 
@@ -96,7 +98,7 @@ def shapes_judge(ctx, evaluator: str = "generation"):
   (kept in ctx.cache, shared by the evaluators that use it)."""
   from mmjax.data import pipeline
   cfg = ctx.config
-  n, steps = int(cfg.evals.get("judge_train_examples", 4000)), int(cfg.evals.get("judge_steps", 400))
+  n, steps = int(setting(cfg, evaluator, "judge_train_examples")), int(setting(cfg, evaluator, "judge_steps"))
   key = "generation_judge:" + hashlib.sha1((cfg.data.to_json_best_effort() + f"{n}:{steps}").encode()).hexdigest()
   if key not in ctx.cache:
     arrays = pipeline.make_eval_arrays(cfg.data, ctx.tokenizer, n, split="train")

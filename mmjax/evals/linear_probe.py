@@ -11,10 +11,10 @@ The l2 strength is picked on a held-out part of probe-train (its last `val_fract
 probe is refit on all of probe-train and scored on probe-test (held-out and refit fits share one compiled shape:
 the held-out examples get weight 0).
 
-Evaluator "linear_probe" (config keys under `evals`): features from `model.encode_image` (any model with one:
-MAE, M3AE, CLIP) of `probe_train_examples` examples of the first split in `probe_splits` ("train,test") and
-`num_examples` of the second; one probe per label task in `probe_tasks` ("shape,colour": the label arrays of
-the batches, [N, S] -> the first object's label; "label" for classification data sets).
+Evaluator "linear_probe" (settings under `evals.linear_probe`, EVAL_KEYS below): features from `model.encode_image`
+(any model with one: MAE, M3AE, CLIP) of `probe_train_examples` examples of the first split in `probe_splits`
+("train,test") and `num_examples` of the second; one probe per label task in `probe_tasks` ("shape,colour": the
+label arrays of the batches, [N, S] -> the first object's label; "label" for classification data sets).
 
 With `probe_data` set to a prepared classification data set of PROBE_DATA (e.g. "cifar10_test": the 10,000
 CIFAR-10 test images, 1,000 per class), that data set is split by a fixed, class-balanced rule instead
@@ -44,7 +44,13 @@ import optax
 
 from mmjax.data import pipeline
 from mmjax.errors import MmjaxError
+from mmjax.evals.base import EVAL_KEYS, apply_fn, batched_apply, setting
 from mmjax.registry import EVALUATORS
+
+# Label tasks, probe-train size (probe-test: evals.num_examples), method ("logreg" | "ridge"), the two splits, or a
+# prepared classification data set (probe_data, e.g. "cifar10_test", cut in two by `class_halves`).
+EVAL_KEYS["linear_probe"] = {"probe_tasks": "shape,colour", "probe_train_examples": 1000, "probe_method": "logreg",
+                             "probe_splits": "train,test", "probe_data": ""}
 
 L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
@@ -125,7 +131,7 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
   if min(train_y.min(), test_y.min()) < 0:
     raise MmjaxError("linear_probe: labels must be >= 0 (is a label missing, -1, for some example?)")
   if method not in METHODS:
-    raise MmjaxError(f"unknown probe method {method!r} (config key evals.probe_method); use one of "
+    raise MmjaxError(f"unknown probe method {method!r} (config key evals.linear_probe.probe_method); use one of "
                      f"{', '.join(METHODS)}")
   num_classes = int(max(train_y.max(), test_y.max())) + 1
   grid = tuple(l2_grid or (RIDGE_GRID if method == "ridge" else L2_GRID))
@@ -155,7 +161,7 @@ def task_labels(arrays: dict, task: str) -> np.ndarray:
   """int [N] labels of `task`: a label array of the eval arrays; [N, S] arrays give the first object's label."""
   if task not in arrays:
     keys = sorted(k for k, v in arrays.items() if isinstance(v, np.ndarray) and v.dtype.kind in "iu")
-    raise MmjaxError(f"probe task {task!r} (config key evals.probe_tasks) is not a label of the data; "
+    raise MmjaxError(f"probe task {task!r} (config key evals.linear_probe.probe_tasks) is not a label of the data; "
                      f"labels: {', '.join(keys)}")
   y = np.asarray(arrays[task])
   return y[:, 0] if y.ndim == 2 else y
@@ -166,7 +172,7 @@ def _cache_key(ctx, *parts) -> str:
   return hashlib.sha1("|".join([cfg.data.to_json_best_effort(), *map(str, parts)]).encode()).hexdigest()
 
 
-# Prepared classification data sets usable as `evals.probe_data`: name -> the split that is cut in two.
+# Prepared classification data sets usable as `evals.linear_probe.probe_data`: name -> the split that is cut in two.
 PROBE_DATA = {"cifar10_test": "test", "cifar100": "test"}
 
 
@@ -208,7 +214,7 @@ def probe_data_arrays(ctx, name: str) -> tuple[dict, dict]:
   import ml_collections
   from mmjax.data import image_folder, image_text
   if name not in PROBE_DATA and not name.startswith(image_folder.PREFIX):
-    raise MmjaxError(f"evals.probe_data={name!r} is not a probe data set; use one of "
+    raise MmjaxError(f"evals.linear_probe.probe_data={name!r} is not a probe data set; use one of "
                      f"{', '.join(sorted(PROBE_DATA))}, 'image_folder:<root>' or ''")
   cfg = ctx.config
   if name.startswith(image_folder.PREFIX):               # "image_folder:<root>": its test split, cut by class_halves
@@ -238,18 +244,19 @@ def probe_data_arrays(ctx, name: str) -> tuple[dict, dict]:
 def probe_arrays(ctx) -> tuple[dict, dict]:
   """(probe-train, probe-test) dicts with `image` [N, H, W, 3] (float32 in [-1, 1], or uint8 for `probe_data`)
   and label arrays (cached per process)."""
-  cfg, ev = ctx.config, ctx.config.evals
-  data_name = ev.get("probe_data", "")
-  n_train, n_test = int(ev.get("probe_train_examples", 1000)), int(ev.num_examples)
+  cfg = ctx.config
+  data_name = setting(cfg, "linear_probe", "probe_data")
+  n_train, n_test = int(setting(cfg, "linear_probe", "probe_train_examples")), int(cfg.evals.num_examples)
   if data_name:
     train, test = probe_data_arrays(ctx, data_name)
     return {k: v[:n_train] for k, v in train.items()}, test
-  splits = [s.strip() for s in str(ev.get("probe_splits", "train,test")).split(",")]
+  probe_splits = str(setting(cfg, "linear_probe", "probe_splits"))
+  splits = [s.strip() for s in probe_splits.split(",")]
   key = _cache_key(ctx, "probe", splits, n_train, n_test)
   if key in ctx.cache:
     return ctx.cache[key]
   if len(splits) != 2:
-    raise MmjaxError(f"evals.probe_splits={ev.probe_splits!r} must name two splits, e.g. 'train,test'")
+    raise MmjaxError(f"evals.linear_probe.probe_splits={probe_splits!r} must name two splits, e.g. 'train,test'")
   out = tuple(pipeline.make_eval_arrays(cfg.data, ctx.tokenizer, n, split=s)
               for n, s in ((n_train, splits[0]), (n_test, splits[1])))
   ctx.cache[key] = out
@@ -266,7 +273,6 @@ def to_model_range(images: jax.Array) -> jax.Array:
 def image_features(params, ctx, images: np.ndarray) -> np.ndarray:
   """`model.encode_image` of images [N, H, W, 3] (float in [-1, 1] or uint8) in batches of evals.batch_size ->
   float32 [N, D]."""
-  from mmjax.evals.base import apply_fn, batched_apply
   fn = apply_fn(ctx, "encode_image", prep=to_model_range)   # compiled once per run (per image dtype)
   bs = min(int(ctx.config.evals.batch_size), len(images))
   return np.asarray(batched_apply(fn, params, images, bs), np.float32)
@@ -274,14 +280,14 @@ def image_features(params, ctx, images: np.ndarray) -> np.ndarray:
 
 @EVALUATORS.register("linear_probe")
 def linear_probe_eval(params, ctx) -> dict[str, float]:
-  ev = ctx.config.evals
+  cfg = ctx.config
   train, test = probe_arrays(ctx)
   ftr, fte = image_features(params, ctx, train["image"]), image_features(params, ctx, test["image"])
-  tasks = [t.strip() for t in str(ev.get("probe_tasks", "label")).split(",") if t.strip()]
+  tasks = [t.strip() for t in str(setting(cfg, "linear_probe", "probe_tasks")).split(",") if t.strip()]
   results = {}
   for task in tasks:
     r = linear_probe(ftr, task_labels(train, task), fte, task_labels(test, task),
-                     method=str(ev.get("probe_method", "logreg")))
+                     method=str(setting(cfg, "linear_probe", "probe_method")))
     results[f"linear_probe/{task}"] = 100.0 * r["accuracy"]
     results[f"linear_probe/{task}_l2"] = r["l2"]
   results["linear_probe/train_examples"], results["linear_probe/test_examples"] = len(ftr), len(fte)

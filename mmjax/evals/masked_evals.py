@@ -4,9 +4,9 @@
   full batches of `evals.batch_size`) with a fixed masking rng, so evaluations at different steps compare the
   same masks: "masked/loss", "masked/accuracy", "masked/image_loss", ...
 "reconstruction": a PNG grid (original / masked / reconstruction, He et al. 2022 Fig. 2) of the first
-  `evals.recon_images` test images, written to `<workdir>/reconstruction.png` (by process 0, when the evaluation
-  has a workdir). Works for models with a `reconstruct` method taking the objective's batch keys (MAE, M3AE);
-  M3AE columns are captioned with the original caption and the one with its masked tokens predicted.
+  `evals.reconstruction.recon_images` test images, written to `<workdir>/reconstruction.png` (by process 0, when the
+  evaluation has a workdir). Works for models with a `reconstruct` method taking the objective's batch keys (MAE,
+  M3AE); M3AE columns are captioned with the original caption and the one with its masked tokens predicted.
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import numpy as np
 
 from mmjax.data import pipeline
 from mmjax.evals import plots
-from mmjax.evals.base import EVAL_CHECKS, eval_arrays, needs_method, predict_fn
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, eval_arrays, needs_method, predict_fn, setting
 from mmjax.objectives import get_objective
 from mmjax.registry import EVALUATORS
+
+EVAL_KEYS["reconstruction"] = {"recon_images": 8}   # images in <workdir>/reconstruction.png
 
 EVAL_SEED = 0
 
@@ -63,7 +65,7 @@ def reconstruction_eval(params, ctx) -> dict[str, float]:
   check_reconstruction(cfg, model)
   objective = get_objective(cfg.objective)
   arrays = _test_batch(ctx)
-  k = min(int(cfg.evals.get("recon_images", 8)), len(arrays["image"]))
+  k = min(int(setting(cfg, "reconstruction", "recon_images")), len(arrays["image"]))
   inputs = [arrays[key][:k] for key in objective.batch_keys]
   # Jitted: run eagerly, the model's forward pass is hundreds of small compiled ops (~8 s of a test's 20).
   fn = predict_fn(ctx, "reconstruction", lambda p, x, rng: model.apply({"params": p}, *x, rngs={"mask": rng},

@@ -1,8 +1,8 @@
 """Runs the evaluators named in `config.evals.names` ("clip,..."), each `fn(params, ctx) -> dict[str, float]`.
 
-An evaluator module may declare the `evals.*` config keys it reads beyond the base config's, with defaults,
-in `mmjax.evals.base.EVAL_KEYS[name]` (the training loop then accepts them in a config:
-`mmjax.train.loop.config_schema`).
+An evaluator module may declare its own settings, with defaults, in `mmjax.evals.base.EVAL_KEYS[name]`; a config
+gives them under the evaluator's name, `evals.<name>.<key>` (mmjax.config.base_config holds every evaluator's
+namespace with its defaults, so `--config.evals.<name>.<key>=...` works on any experiment).
 Runs on data without text have no tokenizer: evaluators then see `ctx.tokenizer` as a `NoTokenizer`, falsy,
 whose every use raises a one-line MmjaxError naming the evaluator.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, EvalContext, NoTokenizer  # noqa: F401  (re-exported)
+from mmjax.errors import MmjaxError
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, EvalContext, NoTokenizer, moved_key_hint  # noqa: F401
 from mmjax.registry import EVALUATORS
 
 _CACHE: dict[str, Any] = {}  # eval data survives between evaluations of one process
@@ -33,13 +34,19 @@ def _names(names: str) -> list[str]:
   return [n.strip() for n in str(names).split(",") if n.strip()]
 
 
-def evaluator_keys(names: str) -> dict[str, Any]:
-  """The extra `evals.*` keys (with defaults) of the evaluators in `names` ("classification,...")."""
+def evaluator_keys() -> dict[str, dict[str, Any]]:
+  """{evaluator: {key: default}}: the settings every registered evaluator declares (config.evals.<name>.<key>)."""
   _import_evaluators()
-  out: dict[str, Any] = {}
-  for name in _names(names):
-    out.update(EVAL_KEYS.get(name, {}))
-  return out
+  return {name: dict(keys) for name, keys in EVAL_KEYS.items()}
+
+
+def check_moved_keys(config) -> None:
+  """A flat `evals.<key>` that is an evaluator's setting fails with where to give it (evals.<evaluator>.<key>)."""
+  _import_evaluators()
+  for key in config.evals.keys():
+    hint = moved_key_hint(key) if key not in EVAL_KEYS else ""
+    if hint:
+      raise MmjaxError(hint)
 
 
 def check(config, model) -> None:

@@ -1,11 +1,11 @@
 """Evaluator "vqa": answer accuracy per question type on the "vqa_shapes" data (mmjax/data/vqa_shapes.py) of a model
 trained with the "classify" objective (mmjax/models/vqa.py), plus the answer-prior baseline.
 
-On the first `evals.num_examples` questions of `evals.split` (default "test"):
+On the first `evals.num_examples` questions of `evals.vqa.split` (default "test"):
   vqa/accuracy, vqa/acc_<type>     top-1 accuracy overall and per question type (QTYPES)
   vqa/frac_<type>                  the share of the questions of each type
   vqa/prior_accuracy, vqa/prior_acc_<type>   the answer prior: for each question type, always answer the most
-                                   frequent answer of that type among the first `evals.prior_train_examples` train
+                                   frequent answer of that type among the first `evals.vqa.prior_train_examples` train
                                    questions (what a model that ignores both image and question wording can reach)
   vqa/num_examples
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from mmjax.data import pipeline
 from mmjax.evals.classify_evals import eval_split, predictor
-from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data
+from mmjax.evals.base import EVAL_CHECKS, EVAL_KEYS, needs_data, setting
 from mmjax.models.inputs import input_entries, input_keys
 from mmjax.objectives import get_objective
 from mmjax.registry import EVALUATORS
@@ -58,14 +58,14 @@ def vqa_eval(params, ctx) -> dict[str, float]:
   cfg, model = ctx.config, ctx.model
   check_vqa(cfg, model)
   keys = input_keys(model, get_objective(cfg.objective).batch_keys)
-  arrays = eval_split(ctx)
+  arrays = eval_split(ctx, "vqa")
   inputs = input_entries(keys, arrays)
   labels, qtype = np.asarray(arrays["label"]), np.asarray(arrays["qtype"])
   bs = max(1, min(int(cfg.evals.batch_size), len(labels)))
   logits = predictor(ctx, params, keys, bs)(inputs)
   results = per_type_accuracy(logits.argmax(-1), labels, qtype, QTYPES)
 
-  n_train = int(cfg.evals.get("prior_train_examples", 5000))
+  n_train = int(setting(cfg, "vqa", "prior_train_examples"))
   key = f"vqa_prior:{cfg.data.to_json_best_effort()}:{n_train}"
   if key not in ctx.cache:
     train = pipeline.make_eval_arrays(cfg.data, None, n_train, split="train")

@@ -2,7 +2,7 @@
 prompt templates and class names from files, reported as CLIP_benchmark reports it (acc1, acc5,
 mean_per_class_recall) and written as one CLIP_benchmark JSON per data set (evals/benchmark.py).
 
-Config keys (evals.*):
+Settings (evals.zero_shot_suite.*):
   zs_datasets: comma-separated data sets, each optionally "name=" prefixed (the name in the results):
     "cifar10_test" (the prepared CIFAR-10 test set, mmjax/data/builders/cifar10_test.py; CIFAR templates);
     "cifar100" (the test split of the prepared CIFAR-100, mmjax/data/builders/cifar100.py, from the official
@@ -31,7 +31,7 @@ import numpy as np
 from mmjax.data import image_folder, imagenet
 from mmjax.errors import MmjaxError
 from mmjax.evals import benchmark
-from mmjax.evals.base import EVAL_KEYS, apply_fn, batched_apply
+from mmjax.evals.base import EVAL_KEYS, apply_fn, batched_apply, setting
 from mmjax.evals.zero_shot import build_classifier
 from mmjax.registry import EVALUATORS
 
@@ -57,7 +57,8 @@ def parse_datasets(spec: str) -> list[tuple[str, str]]:
       what = item
     out.append((name.strip(), what.strip()))
   if not out:
-    raise MmjaxError("evals.zs_datasets is empty; give e.g. 'cifar10_test' or 'image_folder:/data/imagenet'")
+    raise MmjaxError("evals.zero_shot_suite.zs_datasets is empty; give e.g. 'cifar10_test' or "
+                     "'image_folder:/data/imagenet'")
   return out
 
 
@@ -95,7 +96,7 @@ class _Classification:
       self.labels = getattr(self.source, "labels", None)
       self.classnames, self.default_templates = self.source.classnames, "imagenet"
     else:
-      raise MmjaxError(f"evals.zs_datasets: {what!r} is not a zero-shot data set; use one of "
+      raise MmjaxError(f"evals.zero_shot_suite.zs_datasets: {what!r} is not a zero-shot data set; use one of "
                        f"{', '.join(PREPARED)}, 'imagenet2012[:<root>]' or 'image_folder:<root>'")
     self.n = len(self.source)
 
@@ -112,13 +113,14 @@ def tfds_skip():
 def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
   cfg = ctx.config
   data = _Classification(ctx, what)
-  classnames = (benchmark.read_lines(cfg.evals.zs_classnames, "class name (evals.zs_classnames)")
-                if cfg.evals.get("zs_classnames", "") else data.classnames)
+  names_file = setting(cfg, "zero_shot_suite", "zs_classnames")
+  classnames = (benchmark.read_lines(names_file, "class name (evals.zero_shot_suite.zs_classnames)")
+                if names_file else data.classnames)
   if data.labels is not None and len(classnames) <= int(data.labels.max()):
-    raise MmjaxError(f"evals.zs_classnames gives {len(classnames)} class names, but {what} has labels up to "
-                     f"{int(data.labels.max())}; give one name per class, in label order")
-  tmpl = benchmark.templates(cfg.evals.get("zs_templates", "") or data.default_templates)
-  n, limit = data.n, int(cfg.evals.get("zs_limit", 0))
+    raise MmjaxError(f"evals.zero_shot_suite.zs_classnames gives {len(classnames)} class names, but {what} has "
+                     f"labels up to {int(data.labels.max())}; give one name per class, in label order")
+  tmpl = benchmark.templates(setting(cfg, "zero_shot_suite", "zs_templates") or data.default_templates)
+  n, limit = data.n, int(setting(cfg, "zero_shot_suite", "zs_limit"))
   index = np.unique(np.linspace(0, n - 1, limit).astype(int)) if 0 < limit < n else np.arange(n)
   bs, size = int(cfg.evals.batch_size), int(cfg.data.image_size)
   enc_img, enc_txt = apply_fn(ctx, "encode_image"), apply_fn(ctx, "encode_text")   # compiled once per run
@@ -129,16 +131,16 @@ def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
     return benchmark.center_crop_resize(image, size)
 
   img = benchmark.encode_images(enc_img, params, load, len(index), min(bs, len(index)),
-                                cfg.evals.get("suite_image_norm", "minus_one_one"))
+                                setting(cfg, "zero_shot_suite", "suite_image_norm"))
   if len(classnames) <= int(labels.max()):
-    raise MmjaxError(f"evals.zs_classnames gives {len(classnames)} class names, but {what} has labels up to "
-                     f"{int(labels.max())}; give one name per class, in label order")
+    raise MmjaxError(f"evals.zero_shot_suite.zs_classnames gives {len(classnames)} class names, but {what} has "
+                     f"labels up to {int(labels.max())}; give one name per class, in label order")
   context_length = int(cfg.data.context_length)
   classifier = build_classifier(lambda t: batched_apply(enc_txt, params, np.asarray(t), min(bs, len(t))),
                                 lambda texts: ctx.tokenizer.encode(list(texts), context_length),
                                 list(classnames), tmpl, batch_size=bs)
   metrics = benchmark.classification_metrics(img @ np.asarray(classifier, np.float32).T, labels)
-  model_name, pretrained = benchmark.model_names(ctx)
+  model_name, pretrained = benchmark.model_names(ctx, "zero_shot_suite")
   benchmark.write_clip_benchmark(ctx.workdir, dataset=name, model=model_name, pretrained=pretrained,
                                  task="zeroshot_classification", metrics=metrics)
   return {f"zero_shot_suite/{name}/{k}": v for k, v in metrics.items()}
@@ -147,6 +149,6 @@ def evaluate(params, ctx, name: str, what: str) -> dict[str, float]:
 @EVALUATORS.register("zero_shot_suite")
 def zero_shot_suite(params, ctx) -> dict[str, float]:
   results: dict[str, float] = {}
-  for name, what in parse_datasets(ctx.config.evals.get("zs_datasets", "cifar10_test")):
+  for name, what in parse_datasets(setting(ctx.config, "zero_shot_suite", "zs_datasets")):
     results.update(evaluate(params, ctx, name, what))
   return results

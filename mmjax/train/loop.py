@@ -84,8 +84,8 @@ def check_tokenizer_vocab(config, tokenizer) -> None:
 
 
 def config_schema(config):
-  """The base config extended by the `data.*` keys the configured data set declares (`DatasetEntry.config_keys`)
-  and the `evals.*` keys of the configured evaluators (`runner.evaluator_keys`): what `check_keys` accepts.
+  """The base config (with every evaluator's settings, `evals.<evaluator>.*`) extended by the `data.*` keys the
+  configured data set declares (`DatasetEntry.config_keys`): what `check_keys` accepts.
   RL configs (`trainer = "ppo"`) have their own schema, mmjax.rl.config.rl_config (mmjax.trainers.config_schema
   picks the one a config needs)."""
   schema = config_lib.base_config()
@@ -98,10 +98,6 @@ def config_schema(config):
     for k, v in extra.items():
       if k not in schema.data:
         schema.data[k] = v
-  names = _get(config, "evals.names")
-  for k, v in eval_runner.evaluator_keys(names if isinstance(names, str) else "").items():
-    if k not in schema.evals:
-      schema.evals[k] = v
   return schema
 
 
@@ -155,6 +151,7 @@ class Trainer:
 
   def __init__(self, config, workdir: str):
     # Every config check runs before anything is written or compiled.
+    eval_runner.check_moved_keys(config)
     config_lib.check_keys(config, config_schema(config))
     check_model_data(config)
     best_lib.check_config(config)
