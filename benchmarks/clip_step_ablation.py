@@ -1,24 +1,17 @@
-"""What each CPU change gained on the open_clip anchor's CLIP train step, measured side by side.
+"""What each CPU code path (mmjax/cpu_tuning.py) gains on the open_clip anchor's CLIP train step: paired A/B.
 
-  python benchmarks/clip_step_ablation.py [--rounds 8] [--steps 3] [--batch 64]
+  python benchmarks/clip_step_ablation.py [--rounds 8] [--steps 3] [--batch 64] [--mallocs auto]
 
-Two processes, one per malloc (glibc's, then tcmalloc/jemalloc as `mmjax.main` picks it: mmjax/allocator.py).
-Each compiles the step for every code variant below and times them alternately (`--rounds` rounds of `--steps`
-steps each), so that machine noise falls on all variants alike:
-  base       the step as of 2026-11-30: GELU through erfc (jax.nn.gelu), the two towers free to run concurrently,
-             nn.Dense on [B, T, w], q/k/v split by rearrange + unpacking (autodiff's pad-and-sum gradient),
-             c_proj's kernel gradient as XLA's transposed-operand dot
-  +erf       GELU in its erf form (mmjax.layers.mlp.gelu_erf, torch's formula)
-  +ordered   + the text tower ordered after the image tower (the optimization_barrier in CLIP.__call__)
-  +2d        + attention and MLP Dense layers applied to [B*T, w] (mlp.dense_2d: no transposed copy of dy before
-             each kernel-gradient dot)
-  +split     + mmjax.layers.attention.split_heads (one transpose for the q/k/v gradients)
-  +wide      + Mlp.c_proj's kernel gradient from a materialised x^T (mlp.wide_input_dot_general): the default now
-  +pooled    + last_block_pooled_only on both towers: less work, same loss and gradients; reported on its
-             own line, never as the open_clip ratio
-The variants are made by patching those functions while the step is traced (for base..+ordered, a
-stand-in for flax's lax reshapes nn.Dense's 2-D input back to [B, T, w]). Prints one JSON line per
-(malloc, variant), then one summary line with each median step time relative to base under glibc.
+One process per malloc (`auto`: tcmalloc/jemalloc as `mmjax.main` picks it, mmjax/allocator.py; `system`: glibc's).
+Each compiles the step once per `model.cpu_tuning` setting below and times them alternately, `--rounds` rounds of
+`--steps` steps each, so that machine noise falls on all settings alike:
+  on          every feature (what "auto" gives on CPU)
+  -<feature>  every feature but one (leave-one-out: the feature's gain is this setting's time over "on")
+  off         none (the code an accelerator compiles)
+Paired: within each round, each setting's median step is divided by that round's "on"; the ratio of a setting is
+the median of its per-round ratios, with a 95 % bootstrap interval (2,000 resamples of the rounds). A feature
+whose interval for "-<feature>" contains 1.0 gains nothing measurable here ("within noise"). Prints one JSON
+line per (malloc, setting), then a summary line per malloc.
 """
 from __future__ import annotations
 
@@ -32,79 +25,67 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-VARIANTS = ("base", "+erf", "+ordered", "+2d", "+split", "+wide", "+pooled")
+
+def settings() -> list[tuple[str, str]]:
+  """[(label, model.cpu_tuning)]: on, each leave-one-out, off."""
+  from mmjax.cpu_tuning import FEATURES
+  out = [("on", "on")]
+  for f in FEATURES:
+    rest = [g for g in FEATURES if g != f]
+    out.append((f"-{f}", ",".join(rest) if rest else "off"))
+  return out + [("off", "off")]
 
 
-class _Dense3D:
-  """Stands in for flax.linen.linear's `lax`: nn.Dense's product on [B, T, w] instead of [B*T, w]."""
-
-  def __init__(self, batch: int):
-    self.batch = batch
-
-  def __getattr__(self, name):
-    import jax
-    return getattr(jax.lax, name)
-
-  def dot_general(self, lhs, rhs, dims, precision=None, preferred_element_type=None):
-    import jax
-    kw = dict(precision=precision, preferred_element_type=preferred_element_type)
-    if lhs.ndim == 2 and lhs.shape[0] % self.batch == 0 and tuple(map(tuple, dims[0])) == ((1,), (0,)):
-      y = jax.lax.dot_general(lhs.reshape(self.batch, -1, lhs.shape[1]), rhs, (((2,), (0,)), ((), ())), **kw)
-      return y.reshape(lhs.shape[0], rhs.shape[1])
-    return jax.lax.dot_general(lhs, rhs, dims, **kw)
+def paired(times: dict[str, list[list[float]]], base: str = "on", seed: int = 0) -> dict[str, dict]:
+  """{label: per-round step times} -> {label: {"ratio": median over rounds of (round median / base's round
+  median), "ci95": [lo, hi] bootstrap over rounds}}."""
+  import numpy as np
+  med = {k: np.array([np.median(r) for r in v]) for k, v in times.items()}
+  rng = np.random.default_rng(seed)
+  out = {}
+  for k, m in med.items():
+    r = m / med[base]
+    boot = np.median(r[rng.integers(0, len(r), (2000, len(r)))], axis=1)
+    out[k] = {"ratio": round(float(np.median(r)), 4),
+              "ci95": [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]}
+  return out
 
 
 def child(args) -> None:
-  import einops
-  import flax.linen.linear as flax_linear
   import jax
   import ml_collections
 
-  import mmjax.layers.attention as attention
-  import mmjax.layers.mlp as mlp
   from clip_step import MODEL, make_step
   from mmjax.allocator import active_allocator
 
-  saved = (mlp.gelu_erf, jax.lax.optimization_barrier, flax_linear.lax, attention.split_heads,
-           mlp.wide_input_dot_general)
-  erf_gelu, barrier, flax_lax, split_heads, wide = saved
-  plain_split = lambda x, parts, h: tuple(einops.rearrange(x, "b t (p h d) -> p b h t d", p=parts, h=h))
   b = args.batch
   runs = {}
-  for variant in VARIANTS:
-    at = VARIANTS.index(variant)
-    cfg = ml_collections.ConfigDict(dict(MODEL, dtype="float32", remat="none"))
-    if variant == "+pooled":
-      cfg.vision.last_block_pooled_only = cfg.text.last_block_pooled_only = True
+  for label, setting in settings():
+    cfg = ml_collections.ConfigDict(dict(MODEL, dtype="float32", remat="none", cpu_tuning=setting))
     step, state, batch = make_step(cfg, b, total_steps=10 ** 6)
-    mlp.gelu_erf = erf_gelu if at >= 1 else (lambda x: jax.nn.gelu(x, approximate=False))
-    jax.lax.optimization_barrier = barrier if at >= 2 else (lambda x: x)
-    flax_linear.lax = flax_lax if at >= 3 else _Dense3D(b)
-    attention.split_heads = split_heads if at >= 4 else plain_split
-    mlp.wide_input_dot_general = wide if at >= 5 else None
-    try:
-      step = step.lower(state, batch).compile()   # traced and compiled under the patches
-    finally:
-      (mlp.gelu_erf, jax.lax.optimization_barrier, flax_linear.lax, attention.split_heads,
-       mlp.wide_input_dot_general) = saved
+    step = step.lower(state, batch).compile()
     state, _ = step(state, batch)
     jax.block_until_ready(state)
-    runs[variant] = [step, state, []]
+    runs[label] = [step, state, batch, []]
   for _ in range(args.rounds):
-    for variant in VARIANTS:
-      step, state, times = runs[variant]
+    for label in runs:
+      step, state, batch, rounds = runs[label]
+      times = []
       for _ in range(args.steps):
         t = time.perf_counter()
-        state, metrics = step(state, batch)
+        state, _ = step(state, batch)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - t)
-      runs[variant][1] = state
-  for variant in VARIANTS:
-    times = sorted(runs[variant][2])
-    med = times[len(times) // 2]
-    print(json.dumps({"allocator": active_allocator(), "variant": variant, "steps_timed": len(times),
-                      "step_ms_median": round(1000 * med, 1), "step_ms_p25": round(1000 * times[len(times) // 4], 1),
-                      "samples_per_s_median": round(b / med, 2)}), flush=True)
+      runs[label][1] = state
+      rounds.append(times)
+  stats = paired({k: v[3] for k, v in runs.items()})
+  alloc = active_allocator()
+  for (label, setting) in settings():
+    flat = sorted(t for r in runs[label][3] for t in r)
+    med = flat[len(flat) // 2]
+    print(json.dumps({"allocator": alloc, "setting": label, "cpu_tuning": setting, "steps_timed": len(flat),
+                      "step_ms_median": round(1000 * med, 1), "samples_per_s_median": round(b / med, 2),
+                      "vs_on": stats[label]["ratio"], "vs_on_ci95": stats[label]["ci95"]}), flush=True)
 
 
 def main() -> None:
@@ -112,6 +93,7 @@ def main() -> None:
   ap.add_argument("--rounds", type=int, default=8)
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument("--batch", type=int, default=64)
+  ap.add_argument("--mallocs", default="auto", help="comma-separated: auto, system")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.child is not None:
@@ -119,19 +101,20 @@ def main() -> None:
     reexec_with_allocator(args.child)
     child(args)
     return
-  rows = []
-  for alloc in ("system", "auto"):
+  for alloc in args.mallocs.split(","):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", alloc, "--rounds", str(args.rounds),
            "--steps", str(args.steps), "--batch", str(args.batch)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-      if line.startswith("{"):
-        print(line, flush=True)
-        rows.append(json.loads(line))
-  base = next(r["step_ms_median"] for r in rows if r["allocator"] == "system" and r["variant"] == "base")
-  print(json.dumps({"benchmark": "clip_step_ablation", "relative_to_glibc_base": {
-      f"{'glibc' if r['allocator'] == 'system' else os.path.basename(r['allocator'])} {r['variant']}":
-      round(r["step_ms_median"] / base, 3) for r in rows}}))
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    for r in rows:
+      print(json.dumps(r), flush=True)
+    gains = {r["setting"][1:]: {"without_it_vs_on": r["vs_on"], "ci95": r["vs_on_ci95"],
+                                "measurable": not (r["vs_on_ci95"][0] <= 1.0 <= r["vs_on_ci95"][1])}
+             for r in rows if r["setting"].startswith("-")}
+    off = next(r for r in rows if r["setting"] == "off")
+    print(json.dumps({"benchmark": "clip_step_ablation", "allocator": rows[0]["allocator"],
+                      "rounds": args.rounds, "steps": args.steps, "batch": args.batch,
+                      "off_vs_on": off["vs_on"], "off_vs_on_ci95": off["vs_on_ci95"], "features": gains}))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ and 0.43 s of system time per 1.2 s step. tcmalloc and jemalloc keep freed block
 fast with tcmalloc as without).
 
 A malloc can only be replaced before the process starts, so `reexec_with_allocator()` re-executes the current
-command line once (same PID, same arguments) with LD_PRELOAD set. It is called by `mmjax.main` and the
-benchmarks before anything heavy is imported.
+command line once (same PID, same arguments) with LD_PRELOAD set, when JAX will run on the CPU (on a GPU/TPU the
+host malloc does not serve XLA's buffers). It is called by `mmjax.main` and the benchmarks before anything heavy
+is imported.
 
 MMJAX_ALLOCATOR: "auto" (default: tcmalloc, else jemalloc, if one is installed, e.g. Debian/Ubuntu
 `apt-get install libtcmalloc-minimal4`), "tcmalloc", "jemalloc", a path to a shared library, or "system"
@@ -94,10 +95,25 @@ def active_allocator() -> str:
   return "system"
 
 
+def jax_targets_cpu(env: dict[str, str] | None = None) -> bool:
+  """Whether JAX will run on the CPU, decided without importing it: the first platform of $JAX_PLATFORMS if set,
+  else False when an accelerator plugin is installed (jax_cuda*/jax_rocm* plugin, libtpu) and its device is
+  present (/dev/nvidia<N>, /dev/kfd, /dev/accel*, /dev/vfio/<N>), else True."""
+  env = os.environ if env is None else env
+  platforms = (env.get("JAX_PLATFORMS") or env.get("JAX_PLATFORM_NAME") or "").strip()
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  import pkgutil
+  plugin = any(m.name == "libtpu" or m.name.startswith(("jax_cuda", "jax_rocm")) for m in pkgutil.iter_modules())
+  device = any(glob.glob(p) for p in ("/dev/nvidia[0-9]*", "/dev/kfd", "/dev/accel*", "/dev/vfio/[0-9]*"))
+  return not (plugin and device)
+
+
 def reexec_with_allocator(choice: str | None = None) -> None:
   """Re-executes this process's command line with a caching malloc preloaded, once; returns if there is
-  nothing to do (allocator already active or preloaded, "system", none installed, or not Linux)."""
-  if not sys.platform.startswith("linux") or active_allocator() != "system":
+  nothing to do (allocator already active or preloaded, "system", none installed, not Linux, or JAX will run on
+  an accelerator: the page faults it avoids are those of XLA's CPU runtime, `jax_targets_cpu`)."""
+  if not sys.platform.startswith("linux") or active_allocator() != "system" or not jax_targets_cpu():
     return
   found = find_allocator(choice)
   if found is None:

@@ -80,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
       logit_bias_init=None,
       dtype="float32",                      # compute dtype ("bfloat16": mixed precision, float32 weights and loss)
       remat="none",                         # per-block remat policy: none | full | dots | dots_no_batch
+      cpu_tuning="auto",                    # the layers' CPU code paths (mmjax/cpu_tuning.py): auto | on | off | list
       # Start from a checkpoint (mmjax.train.init_from; ignored when the workdir has one to resume): an OpenCLIP
       # file (.safetensors / .pt), "PRESET:FILE" (e.g. "ViT-B-32:b32.safetensors") or an mmjax workdir; only the
       # parameters whose path matches init_from_keys (a regex; "" = all shared) are loaded, the rest stay fresh.

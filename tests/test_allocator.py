@@ -72,3 +72,34 @@ def test_reexec_preloads_an_installed_allocator_once(tmp_path):
   out = subprocess.run([sys.executable, str(probe)], env=env, capture_output=True, text=True, check=True,
                        timeout=120).stdout.split()
   assert out[:2] == ["-", "False"]
+
+
+def test_jax_target_is_read_from_jax_platforms_before_jax_starts():
+  assert allocator.jax_targets_cpu({"JAX_PLATFORMS": "cpu"})
+  assert not allocator.jax_targets_cpu({"JAX_PLATFORMS": "cuda,cpu"})      # JAX tries them in order
+  assert not allocator.jax_targets_cpu({"JAX_PLATFORMS": "tpu"})
+  # Without $JAX_PLATFORMS: an accelerator only when both its plugin and its device are there.
+  import pkgutil
+  from types import SimpleNamespace
+  for plugins, devices, want in (([], [], True), (["jax_cuda12_plugin"], [], True), ([], ["/dev/nvidia0"], True),
+                                 (["jax_cuda12_plugin"], ["/dev/nvidia0"], False), (["libtpu"], ["/dev/accel0"], False)):
+    mods = [SimpleNamespace(name=n) for n in ["numpy", *plugins]]
+    with pytest.MonkeyPatch.context() as m:
+      m.setattr(pkgutil, "iter_modules", lambda: iter(mods))
+      m.setattr(allocator.glob, "glob", lambda pat: [d for d in devices if d.startswith(pat.split("*")[0]
+                                                                                        .split("[")[0])])
+      assert allocator.jax_targets_cpu({}) == want, (plugins, devices)
+
+
+def test_no_reexec_when_jax_runs_on_an_accelerator(monkeypatch):
+  calls = []
+  monkeypatch.setattr(allocator.os, "execve", lambda *a: calls.append(a))
+  monkeypatch.delenv(allocator.ACTIVE_ENV, raising=False)
+  monkeypatch.delenv("LD_PRELOAD", raising=False)
+  monkeypatch.setattr(allocator, "find_allocator", lambda choice=None: ("tcmalloc", "/usr/lib/libtcmalloc.so.4"))
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+  allocator.reexec_with_allocator()
+  assert calls == []
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  allocator.reexec_with_allocator()
+  assert len(calls) == 1 and calls[0][2]["LD_PRELOAD"].startswith("/usr/lib/libtcmalloc.so.4")

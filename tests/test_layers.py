@@ -1,6 +1,7 @@
 """Attention, MLP and transformer block against NumPy re-implementations from the same weights."""
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -8,11 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmjax import cpu_tuning
 from mmjax.errors import MmjaxError
 from mmjax.layers import (CrossAttention, Mlp, MultiHeadAttention, Transformer, TransformerBlock, causal_mask,
                           padding_mask)
-from mmjax.layers.attention import split_heads
-from mmjax.layers.mlp import gelu_erf, wide_input_dot_general
+from mmjax.cpu_tuning import wide_input_dot_general
+from mmjax.layers.mlp import gelu_erf
 
 RTOL = ATOL = 2e-5
 
@@ -85,14 +87,16 @@ def test_split_heads_and_its_gradient_match_numpy():
   """split_heads is a permutation: its VJP must be the inverse permutation of the cotangents (NumPy)."""
   b, t, parts, h, d = 2, 3, 3, 2, 4
   x = jax.random.normal(jax.random.key(0), (b, t, parts * h * d))
-  outs, vjp = jax.vjp(lambda a: split_heads(a, parts, h), x)
   ref = np.asarray(x).reshape(b, t, parts, h, d).transpose(2, 0, 3, 1, 4)
-  assert len(outs) == parts
-  for i in range(parts):
-    np.testing.assert_array_equal(outs[i], ref[i])
   cts = tuple(jax.random.normal(jax.random.key(i + 1), (b, h, t, d)) for i in range(parts))
-  (gx,) = vjp(cts)
-  np.testing.assert_array_equal(gx, np.stack([np.asarray(c) for c in cts]).transpose(1, 3, 0, 2, 4).reshape(x.shape))
+  for setting in ("split_heads", "off"):       # the custom VJP and autodiff of the plain rearrange
+    outs, vjp = jax.vjp(lambda a: cpu_tuning.split_heads(a, parts, h, setting), x)
+    assert len(outs) == parts
+    for i in range(parts):
+      np.testing.assert_array_equal(outs[i], ref[i])
+    (gx,) = vjp(cts)
+    np.testing.assert_array_equal(gx, np.stack([np.asarray(c) for c in cts]).transpose(1, 3, 0, 2, 4)
+                                  .reshape(x.shape))
 
 
 def test_mha_gradient_matches_plain_slicing_reference():
@@ -172,7 +176,11 @@ def test_wide_input_dot_general_is_the_plain_product_with_a_materialised_transpo
   np.testing.assert_allclose(dx, dyn @ wn.T, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dw, xn.T @ dyn, rtol=1e-5, atol=1e-5)
   jaxpr = str(jax.make_jaxpr(jax.grad(lambda b: wide_input_dot_general(x, b, dims).sum()))(w))
-  assert ("optimization_barrier" in jaxpr) == (jax.default_backend() == "cpu")
+  assert "optimization_barrier" in jaxpr
+  # The MLP's c_proj uses it with the wide_proj feature only ("auto": on CPU).
+  assert cpu_tuning.proj_dot_general("wide_proj") is wide_input_dot_general
+  assert cpu_tuning.proj_dot_general("dense_2d") is None and cpu_tuning.proj_dot_general("off") is None
+  assert (cpu_tuning.proj_dot_general("auto") is wide_input_dot_general) == (jax.default_backend() == "cpu")
   # Anything but a plain 2-D Dense product is lax.dot_general itself.
   x3 = x.reshape(3, 4, 16)
   np.testing.assert_allclose(wide_input_dot_general(x3, w, (((2,), (0,)), ((), ()))), np.asarray(x3) @ wn,
@@ -208,7 +216,7 @@ def test_heads_must_divide_width():
 
 
 def test_run_after_changes_no_value_or_gradient_and_orders_both_passes():
-  from mmjax.layers.ordering import run_after
+  run_after = functools.partial(cpu_tuning.run_after, setting="ordered_towers")
   x = jax.random.normal(jax.random.key(0), (3, 4))
   dep = jax.random.normal(jax.random.key(1), (3, 2))
   c = jax.random.normal(jax.random.key(2), (3, 4))
@@ -219,6 +227,8 @@ def test_run_after_changes_no_value_or_gradient_and_orders_both_passes():
   np.testing.assert_allclose(gdep, 2 * np.asarray(dep), rtol=1e-6)
   jaxpr = str(jax.make_jaxpr(jax.grad(f, argnums=(0, 1)))(x, dep))
   assert jaxpr.count("optimization_barrier") == 2    # one in the forward, one in the backward
+  off = lambda x, dep: jnp.sum(jnp.sin(cpu_tuning.run_after(x, dep, "off")) * c) + jnp.sum(dep ** 2)
+  assert "optimization_barrier" not in str(jax.make_jaxpr(jax.grad(off, argnums=(0, 1)))(x, dep))
 
 
 def test_eot_positions_and_through_eot_against_numpy():

@@ -80,6 +80,7 @@ class ViT(nn.Module):
   last_block_pooled_only: bool = False   # see the module docstring
   patch_dropout: float = 0.0        # FLIP's training-time patch dropout rate (see the module docstring)
   stem_channels: tuple[int, ...] = ()   # convolutional stem (see the module docstring); (): patchify conv
+  cpu_tuning: str = "auto"          # the layers' CPU code paths (mmjax/cpu_tuning.py)
 
   def _check(self, images: jax.Array) -> None:
     if self.pool not in POOLS:
@@ -130,7 +131,8 @@ class ViT(nn.Module):
     ln = dict(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
     x = nn.LayerNorm(**ln, name="ln_pre")(x)
     transformer = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
-                              param_dtype=self.param_dtype, remat=self.remat, name="transformer")
+                              param_dtype=self.param_dtype, remat=self.remat, cpu_tuning=self.cpu_tuning,
+                              name="transformer")
     if self.last_block_pooled_only:
       cls_out = transformer(x, last_query_index=jnp.zeros((x.shape[0],), jnp.int32))
       pooled = nn.LayerNorm(**ln, name="ln_post")(cls_out)[:, 0]

@@ -6,10 +6,11 @@ with bias, and `out_proj` with bias. Softmax runs in float32 whatever the comput
 
 Masks: a boolean mask (True = may attend) or an additive float mask (0 / -inf, torch style), any shape
 broadcastable to [B, H, Tq, Tk], e.g. [Tq, Tk] (causal) or [B, 1, 1, Tk] (key padding).
+
+`cpu_tuning` (mmjax/cpu_tuning.py, default "auto"): the projections' and head split's CPU code paths.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import einops
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import MmjaxError
-from mmjax.layers.mlp import dense_2d
+from mmjax import cpu_tuning as tuning
 
 Dtype = Any
 
@@ -82,28 +83,6 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   return out, weights
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def split_heads(x: jax.Array, parts: int, num_heads: int) -> tuple[jax.Array, ...]:
-  """x [B, T, parts * H * d] (parts | heads | d, as in_proj's columns) -> `parts` arrays [B, H, T, d].
-
-  Its gradient stacks the parts back into [B, T, parts * H * d] in one transpose. Autodiff of the plain rearrange
-  and unpacking instead pads each part's gradient to the full [parts, B, H, T, d], sums the pads and transposes
-  the sum, which XLA CPU then materialises twice (for the bias and the kernel gradients): 3x the memory traffic.
-  """
-  return tuple(einops.rearrange(x, "b t (parts h d) -> parts b h t d", parts=parts, h=num_heads))
-
-
-def _split_heads_fwd(x, parts, num_heads):
-  return split_heads(x, parts, num_heads), None
-
-
-def _split_heads_bwd(parts, num_heads, _, grads):
-  return (einops.rearrange(jnp.stack(grads), "parts b h t d -> b t (parts h d)"),)
-
-
-split_heads.defvjp(_split_heads_fwd, _split_heads_bwd)
-
-
 def select_queries(q: jax.Array, mask: jax.Array | None, index: jax.Array) -> tuple[jax.Array, jax.Array | None]:
   """q [B, H, T, d], mask broadcastable to [B, H, T, Tk], index int [B] -> (q [B, H, 1, d], the mask's rows)."""
   b = q.shape[0]
@@ -127,6 +106,7 @@ class MultiHeadAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
   kernel_init: Any = nn.initializers.xavier_uniform()
   out_kernel_init: Any = nn.initializers.lecun_normal()
+  cpu_tuning: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, return_weights: bool = False,
@@ -135,14 +115,16 @@ class MultiHeadAttention(nn.Module):
     is then [B, 1, w], equal to row query_index[b] of the full output."""
     w = x.shape[-1]
     _check_heads(w, self.num_heads)
-    qkv = dense_2d(nn.Dense(3 * w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
-                            name="in_proj"), x)
-    q, k, v = split_heads(qkv, 3, self.num_heads)
+    t = self.cpu_tuning
+    qkv = tuning.dense(nn.Dense(3 * w, dtype=self.dtype, param_dtype=self.param_dtype,
+                                kernel_init=self.kernel_init, name="in_proj"), x, t)
+    q, k, v = tuning.split_heads(qkv, 3, self.num_heads, t)
     if query_index is not None:
       q, mask = select_queries(q, mask, query_index)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
-    out = dense_2d(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
-                            name="out_proj"), einops.rearrange(out, "b h t d -> b t (h d)"))
+    out = tuning.dense(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype,
+                                kernel_init=self.out_kernel_init, name="out_proj"),
+                       einops.rearrange(out, "b h t d -> b t (h d)"), t)
     return (out, weights) if return_weights else out
 
 
@@ -157,18 +139,21 @@ class CrossAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
   kernel_init: Any = nn.initializers.xavier_uniform()
   out_kernel_init: Any = nn.initializers.lecun_normal()
+  cpu_tuning: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array | None = None,
                return_weights: bool = False):
     w = x.shape[-1]
     _check_heads(w, self.num_heads)
-    dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init)
-    q, = split_heads(dense_2d(nn.Dense(w, name="q_proj", **dense), x), 1, self.num_heads)
-    k, v = split_heads(dense_2d(nn.Dense(2 * w, name="kv_proj", **dense), context), 2, self.num_heads)
+    dense, t = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init), self.cpu_tuning
+    q, = tuning.split_heads(tuning.dense(nn.Dense(w, name="q_proj", **dense), x, t), 1, self.num_heads, t)
+    k, v = tuning.split_heads(tuning.dense(nn.Dense(2 * w, name="kv_proj", **dense), context, t), 2,
+                              self.num_heads, t)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
-    out = dense_2d(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
-                            name="out_proj"), einops.rearrange(out, "b h t d -> b t (h d)"))
+    out = tuning.dense(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype,
+                                kernel_init=self.out_kernel_init, name="out_proj"),
+                       einops.rearrange(out, "b h t d -> b t (h d)"), t)
     return (out, weights) if return_weights else out
 
 

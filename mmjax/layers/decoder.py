@@ -33,6 +33,7 @@ class DecoderBlock(nn.Module):
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_tuning: str = "auto"          # the MLP's CPU code paths (mmjax/cpu_tuning.py)
 
   def setup(self):
     _check_heads(self.width, self.num_heads)
@@ -42,7 +43,7 @@ class DecoderBlock(nn.Module):
     self.ln_1, self.ln_2, self.ln_3 = nn.LayerNorm(**ln), nn.LayerNorm(**ln), nn.LayerNorm(**ln)
     self.attn = _SelfAttnParams(w, **dense, name="attn")
     self.cross_attn = _CrossAttnParams(w, **dense, name="cross_attn")
-    self.mlp = Mlp(self.mlp_ratio, **dense)
+    self.mlp = Mlp(self.mlp_ratio, **dense, cpu_tuning=self.cpu_tuning)
 
   def _heads(self, x):
     return einops.rearrange(x, "b t (h d) -> b h t d", h=self.num_heads)

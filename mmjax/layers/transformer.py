@@ -47,6 +47,7 @@ class TransformerBlock(nn.Module):
   mlp_ratio: float = 4.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  cpu_tuning: str = "auto"                # mmjax/cpu_tuning.py
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, return_weights: bool = False,
@@ -54,12 +55,13 @@ class TransformerBlock(nn.Module):
     """query_index int [B]: compute the block's output for that token of each sequence only -> [B, 1, w]."""
     h = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="ln_1")(x)
     h, weights = MultiHeadAttention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                                    name="attn")(h, mask, return_weights=True, query_index=query_index)
+                                    cpu_tuning=self.cpu_tuning, name="attn")(h, mask, return_weights=True, query_index=query_index)
     if query_index is not None:
       x = jnp.take_along_axis(x, query_index.reshape(-1, 1, 1), axis=1)
     x = x + h
     h = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="ln_2")(x)
-    x = x + Mlp(self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp")(h)
+    x = x + Mlp(self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype, cpu_tuning=self.cpu_tuning,
+                name="mlp")(h)
     return (x, weights) if return_weights else x
 
 
@@ -72,6 +74,7 @@ class Transformer(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   remat: str = "none"
+  cpu_tuning: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
@@ -83,6 +86,6 @@ class Transformer(nn.Module):
     for i in range(self.depth):
       last = i == self.depth - 1 and last_query_index is not None
       mod = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype,
-                  name=f"resblocks_{i}")
+                  cpu_tuning=self.cpu_tuning, name=f"resblocks_{i}")
       x = mod(x, mask, query_index=last_query_index) if last else mod(x, mask)
     return x

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
+from mmjax import cpu_tuning
 from mmjax.encoders import TextTransformer, ViT
 from mmjax.encoders.vit import patches_dropped
 from mmjax.errors import MmjaxError
@@ -27,7 +28,7 @@ from mmjax.layers import through_eot
 from mmjax.registry import MODELS
 
 Dtype = Any
-_RESERVED = ("output_dim", "dtype", "param_dtype", "remat", "parent", "name")
+_RESERVED = ("output_dim", "dtype", "param_dtype", "remat", "cpu_tuning", "parent", "name")
 DTYPES = ("float32", "bfloat16", "float16")
 # OpenAI CLIP's pixel statistics (open_clip.constants OPENAI_DATASET_MEAN / _STD), used by every OpenCLIP ViT.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -75,12 +76,16 @@ class CLIP(nn.Module):
   # eval transform leaves them, ((x + 1) / 2 - OPENAI_MEAN) / OPENAI_STD (ToTensor then Normalize), so weights
   # imported from OpenCLIP see the inputs they were trained on. "none": images go in as they are.
   input_norm: str = "none"
+  # The layers' CPU code paths (mmjax/cpu_tuning.py): "auto" (all when compiling for CPU, none elsewhere), "on",
+  # "off" or a list of features; the same values either way.
+  cpu_tuning: str = "auto"
 
   def __post_init__(self):
     if isinstance(self.dtype, str):
       if self.dtype not in DTYPES:
         raise MmjaxError(f"config key model.dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
       object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
+    cpu_tuning.check(self.cpu_tuning)
     if self.input_norm not in INPUT_NORMS:
       raise MmjaxError(f"config key model.input_norm={self.input_norm!r} is not one of {', '.join(INPUT_NORMS)}")
     # Hashable, plain mappings (ConfigDicts are neither); errors at construction, not first apply.
@@ -90,9 +95,9 @@ class CLIP(nn.Module):
 
   def setup(self):
     self.vision_tower = ViT(**dict(self.vision), output_dim=self.embed_dim, dtype=self.dtype, remat=self.remat,
-                            name="vision")
+                            cpu_tuning=self.cpu_tuning, name="vision")
     self.text_tower = TextTransformer(**dict(self.text), output_dim=self.embed_dim, dtype=self.dtype,
-                                      remat=self.remat, name="text")
+                                      remat=self.remat, cpu_tuning=self.cpu_tuning, name="text")
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), (),
                                   jnp.float32)
     if self.logit_bias_init is not None:
@@ -148,10 +153,8 @@ class CLIP(nn.Module):
   def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
     """-> (zimg [B, E], ztxt [B, E], {"logit_scale": raw (), "logit_bias": raw () or None})."""
     zimg = self.encode_image(images, train=train)
-    # The text tower runs after the image tower, and its backward before the image tower's (run_after: values
-    # unchanged). On CPU, XLA otherwise runs the two towers' ops concurrently on the same cores, each with half
-    # of them and the caches shared, which is slower (benchmarks/README.md). Accelerators run the ops of one
-    # program in sequence anyway.
+    # With cpu_tuning's ordered_towers the text tower runs after the image tower, and its backward before the
+    # image tower's (values unchanged; mmjax/cpu_tuning.py).
     ztxt = self.encode_text(tokens, train=train, after=zimg)
     return zimg, ztxt, self.loss_scalars()
 

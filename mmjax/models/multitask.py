@@ -112,7 +112,8 @@ class MultiTaskCLIP(CLIP):
     if "caption" in h:
       c = h["caption"]
       self.caption_blocks = [DecoderBlock(tw, int(c["num_heads"]), float(c["mlp_ratio"]), dtype=self.dtype,
-                                          name=f"caption_blocks_{i}") for i in range(int(c["depth"]))]
+                                          cpu_tuning=self.cpu_tuning, name=f"caption_blocks_{i}")
+                             for i in range(int(c["depth"]))]
       self.caption_ln = nn.LayerNorm(**ln)
       self.caption_head = nn.Dense(self.vocab_size, **dense)
     if "simclr" in h:
@@ -126,7 +127,8 @@ class MultiTaskCLIP(CLIP):
       self.mae_embed = nn.Dense(int(m["width"]), **xavier)
       self.mae_mask_token = self.param("mae_mask_token", nn.initializers.normal(0.02), (1, 1, int(m["width"])))
       self.mae_pos = jnp.asarray(sincos_2d(int(m["width"]), grid))[None]
-      self.mae_decoder = Transformer(int(m["depth"]), int(m["num_heads"]), float(m["mlp_ratio"]), dtype=self.dtype)
+      self.mae_decoder = Transformer(int(m["depth"]), int(m["num_heads"]), float(m["mlp_ratio"]), dtype=self.dtype,
+                                     cpu_tuning=self.cpu_tuning)
       self.mae_norm = nn.LayerNorm(**ln)
       self.mae_pred = nn.Dense(self.patch_size ** 2 * 3, **xavier)
     if "mlm" in h:
