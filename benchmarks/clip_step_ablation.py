@@ -6,7 +6,8 @@ One process per malloc (`auto`: tcmalloc/jemalloc as `mmjax.main` picks it, mmja
 Each compiles the step once per `model.cpu_tuning` setting below and times them alternately, `--rounds` rounds of
 `--steps` steps each, so that machine noise falls on all settings alike:
   on          every feature (what "auto" gives on CPU)
-  -<feature>  every feature but one (leave-one-out: the feature's gain is this setting's time over "on")
+  -<feature>  every feature but one (leave-one-out: the feature's gain is this setting's time over "on"; with a
+              single feature this is "off")
   off         none (the code an accelerator compiles)
 Paired: within each round, each setting's median step is divided by that round's "on"; the ratio of a setting is
 the median of its per-round ratios, with a 95 % bootstrap interval (2,000 resamples of the rounds). A feature
@@ -30,9 +31,8 @@ def settings() -> list[tuple[str, str]]:
   """[(label, model.cpu_tuning)]: on, each leave-one-out, off."""
   from mmjax.cpu_tuning import FEATURES
   out = [("on", "on")]
-  for f in FEATURES:
-    rest = [g for g in FEATURES if g != f]
-    out.append((f"-{f}", ",".join(rest) if rest else "off"))
+  if len(FEATURES) > 1:
+    out += [(f"-{f}", ",".join(g for g in FEATURES if g != f)) for f in FEATURES]
   return out + [("off", "off")]
 
 
@@ -96,6 +96,7 @@ def main() -> None:
   ap.add_argument("--mallocs", default="auto", help="comma-separated: auto, system")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
+  from mmjax.cpu_tuning import FEATURES
   if args.child is not None:
     from mmjax.allocator import reexec_with_allocator
     reexec_with_allocator(args.child)
@@ -108,10 +109,10 @@ def main() -> None:
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     for r in rows:
       print(json.dumps(r), flush=True)
-    gains = {r["setting"][1:]: {"without_it_vs_on": r["vs_on"], "ci95": r["vs_on_ci95"],
-                                "measurable": not (r["vs_on_ci95"][0] <= 1.0 <= r["vs_on_ci95"][1])}
-             for r in rows if r["setting"].startswith("-")}
     off = next(r for r in rows if r["setting"] == "off")
+    without = {r["setting"][1:]: r for r in rows if r["setting"].startswith("-")} or {FEATURES[0]: off}
+    gains = {f: {"without_it_vs_on": r["vs_on"], "ci95": r["vs_on_ci95"],
+                 "measurable": not (r["vs_on_ci95"][0] <= 1.0 <= r["vs_on_ci95"][1])} for f, r in without.items()}
     print(json.dumps({"benchmark": "clip_step_ablation", "allocator": rows[0]["allocator"],
                       "rounds": args.rounds, "steps": args.steps, "batch": args.batch,
                       "off_vs_on": off["vs_on"], "off_vs_on_ci95": off["vs_on_ci95"], "features": gains}))

@@ -1,7 +1,6 @@
 """Attention, MLP and transformer block against NumPy re-implementations from the same weights."""
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -9,11 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax import cpu_tuning
 from mmjax.errors import MmjaxError
 from mmjax.layers import (CrossAttention, Mlp, MultiHeadAttention, Transformer, TransformerBlock, causal_mask,
                           padding_mask)
-from mmjax.cpu_tuning import wide_input_dot_general
+from mmjax.layers.attention import split_heads
 from mmjax.layers.mlp import gelu_erf
 
 RTOL = ATOL = 2e-5
@@ -89,18 +87,17 @@ def test_split_heads_and_its_gradient_match_numpy():
   x = jax.random.normal(jax.random.key(0), (b, t, parts * h * d))
   ref = np.asarray(x).reshape(b, t, parts, h, d).transpose(2, 0, 3, 1, 4)
   cts = tuple(jax.random.normal(jax.random.key(i + 1), (b, h, t, d)) for i in range(parts))
-  for setting in ("split_heads", "off"):       # the custom VJP and autodiff of the plain rearrange
-    outs, vjp = jax.vjp(lambda a: cpu_tuning.split_heads(a, parts, h, setting), x)
-    assert len(outs) == parts
-    for i in range(parts):
-      np.testing.assert_array_equal(outs[i], ref[i])
-    (gx,) = vjp(cts)
-    np.testing.assert_array_equal(gx, np.stack([np.asarray(c) for c in cts]).transpose(1, 3, 0, 2, 4)
-                                  .reshape(x.shape))
+  outs, vjp = jax.vjp(lambda a: split_heads(a, parts, h), x)
+  assert len(outs) == parts
+  for i in range(parts):
+    np.testing.assert_array_equal(outs[i], ref[i])
+  (gx,) = vjp(cts)
+  np.testing.assert_array_equal(gx, np.stack([np.asarray(c) for c in cts]).transpose(1, 3, 0, 2, 4).reshape(x.shape))
 
 
 def test_mha_gradient_matches_plain_slicing_reference():
-  """Gradients through the custom split_heads VJP equal autodiff of a plain slice-and-reshape attention."""
+  """Gradients of the attention (with and without the 2-D Dense of cpu_tuning) equal autodiff of a plain
+  slice-and-reshape attention."""
   x = jax.random.normal(jax.random.key(0), (2, 5, 8))
   mha = MultiHeadAttention(num_heads=2)
   params = mha.init(jax.random.key(1), x)["params"]
@@ -113,10 +110,12 @@ def test_mha_gradient_matches_plain_slicing_reference():
     o = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / 2.0, axis=-1) @ v
     return o.transpose(0, 2, 1, 3).reshape(2, 5, 8) @ p["out_proj"]["kernel"] + p["out_proj"]["bias"]
 
-  got = jax.grad(lambda p, x: jnp.sum(mha.apply({"params": p}, x) * cot), argnums=(0, 1))(params, x)
   want = jax.grad(lambda p, x: jnp.sum(ref(p, x) * cot), argnums=(0, 1))(params, x)
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+  for setting in ("on", "off"):
+    layer = MultiHeadAttention(num_heads=2, cpu_tuning=setting)
+    got = jax.grad(lambda p, x: jnp.sum(layer.apply({"params": p}, x) * cot), argnums=(0, 1))(params, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_cross_attention_matches_numpy():
@@ -164,29 +163,6 @@ def test_mlp_uses_exact_erf_gelu():
   assert float(jnp.abs(jax.nn.gelu(h, approximate=True) - jax.nn.gelu(h, approximate=False)).max()) > 1e-4
 
 
-def test_wide_input_dot_general_is_the_plain_product_with_a_materialised_transpose():
-  x = jax.random.normal(jax.random.key(0), (12, 16))
-  w = jax.random.normal(jax.random.key(1), (16, 4))
-  dy = jax.random.normal(jax.random.key(2), (12, 4))
-  dims = (((1,), (0,)), ((), ()))
-  y, vjp = jax.vjp(lambda a, b: wide_input_dot_general(a, b, dims), x, w)
-  xn, wn, dyn = (np.asarray(a, np.float64) for a in (x, w, dy))
-  np.testing.assert_allclose(y, xn @ wn, rtol=1e-5, atol=1e-5)
-  dx, dw = vjp(dy)
-  np.testing.assert_allclose(dx, dyn @ wn.T, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dw, xn.T @ dyn, rtol=1e-5, atol=1e-5)
-  jaxpr = str(jax.make_jaxpr(jax.grad(lambda b: wide_input_dot_general(x, b, dims).sum()))(w))
-  assert "optimization_barrier" in jaxpr
-  # The MLP's c_proj uses it with the wide_proj feature only ("auto": on CPU).
-  assert cpu_tuning.proj_dot_general("wide_proj") is wide_input_dot_general
-  assert cpu_tuning.proj_dot_general("dense_2d") is None and cpu_tuning.proj_dot_general("off") is None
-  assert (cpu_tuning.proj_dot_general("auto") is wide_input_dot_general) == (jax.default_backend() == "cpu")
-  # Anything but a plain 2-D Dense product is lax.dot_general itself.
-  x3 = x.reshape(3, 4, 16)
-  np.testing.assert_allclose(wide_input_dot_general(x3, w, (((2,), (0,)), ((), ()))), np.asarray(x3) @ wn,
-                             rtol=1e-5, atol=1e-5)
-
-
 def test_gelu_erf_matches_math_erf_and_its_derivative():
   """gelu_erf = x Phi(x) against math.erf in float64 (including |x| large, where erf saturates), and its
   gradient against the closed form Phi(x) + x phi(x)."""
@@ -213,22 +189,6 @@ def test_block_is_pre_ln():
 def test_heads_must_divide_width():
   with pytest.raises(MmjaxError, match="num_heads"):
     MultiHeadAttention(num_heads=3).init(jax.random.key(0), jnp.zeros((1, 2, 8)))
-
-
-def test_run_after_changes_no_value_or_gradient_and_orders_both_passes():
-  run_after = functools.partial(cpu_tuning.run_after, setting="ordered_towers")
-  x = jax.random.normal(jax.random.key(0), (3, 4))
-  dep = jax.random.normal(jax.random.key(1), (3, 2))
-  c = jax.random.normal(jax.random.key(2), (3, 4))
-  f = lambda x, dep: jnp.sum(jnp.sin(run_after(x, dep)) * c) + jnp.sum(dep ** 2)
-  gx, gdep = jax.grad(f, argnums=(0, 1))(x, dep)
-  np.testing.assert_array_equal(run_after(x, dep), x)
-  np.testing.assert_allclose(gx, np.cos(np.asarray(x)) * np.asarray(c), rtol=1e-6)
-  np.testing.assert_allclose(gdep, 2 * np.asarray(dep), rtol=1e-6)
-  jaxpr = str(jax.make_jaxpr(jax.grad(f, argnums=(0, 1)))(x, dep))
-  assert jaxpr.count("optimization_barrier") == 2    # one in the forward, one in the backward
-  off = lambda x, dep: jnp.sum(jnp.sin(cpu_tuning.run_after(x, dep, "off")) * c) + jnp.sum(dep ** 2)
-  assert "optimization_barrier" not in str(jax.make_jaxpr(jax.grad(off, argnums=(0, 1)))(x, dep))
 
 
 def test_eot_positions_and_through_eot_against_numpy():

@@ -20,7 +20,6 @@ import jax.numpy as jnp
 from mmjax.encoders.vit import PooledOnly
 from mmjax.errors import MmjaxError
 from mmjax.layers import DEFAULT_EOT_ID, LN_EPS, Transformer, causal_mask, eot_positions, padding_mask, through_eot
-from mmjax import cpu_tuning as tuning
 
 Dtype = Any
 
@@ -50,11 +49,8 @@ class TextTransformer(nn.Module):
   cpu_tuning: str = "auto"          # the layers' CPU code paths (mmjax/cpu_tuning.py)
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, valid: jax.Array | None = None, train: bool = False,
-               after: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """after: an array the tower's forward waits for and whose backward waits for the tower's backward
-    (mmjax.cpu_tuning.run_after, with its ordered_towers feature; values unchanged), e.g. CLIP's image
-    embeddings."""
+  def __call__(self, tokens: jax.Array, valid: jax.Array | None = None,
+               train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
       raise MmjaxError(f"text tokens have shape {tuple(tokens.shape)} but model.text.context_length="
                        f"{self.context_length}; pad/truncate the tokens to [B, {self.context_length}] or set "
@@ -66,8 +62,6 @@ class TextTransformer(nn.Module):
                  param_dtype=self.param_dtype, name="token_embedding")(tokens)
     pos = self.param("pos_embedding", nn.initializers.normal(0.01), (length, w), self.param_dtype)
     x = x + pos.astype(self.dtype)[None]
-    if after is not None:
-      x = tuning.run_after(x, after, self.cpu_tuning)
     mask = causal_mask(length)[None, None] if self.causal else padding_mask(valid)
     transformer = Transformer(self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype,
                               param_dtype=self.param_dtype, remat=self.remat, cpu_tuning=self.cpu_tuning,

@@ -7,7 +7,7 @@ with bias, and `out_proj` with bias. Softmax runs in float32 whatever the comput
 Masks: a boolean mask (True = may attend) or an additive float mask (0 / -inf, torch style), any shape
 broadcastable to [B, H, Tq, Tk], e.g. [Tq, Tk] (causal) or [B, 1, 1, Tk] (key padding).
 
-`cpu_tuning` (mmjax/cpu_tuning.py, default "auto"): the projections' and head split's CPU code paths.
+`cpu_tuning` (mmjax/cpu_tuning.py, default "auto"): the projections' CPU code path.
 """
 from __future__ import annotations
 
@@ -83,6 +83,11 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
   return out, weights
 
 
+def split_heads(x: jax.Array, parts: int, num_heads: int) -> tuple[jax.Array, ...]:
+  """x [B, T, parts * H * d] (parts | heads | d, as in_proj's columns) -> `parts` arrays [B, H, T, d]."""
+  return tuple(einops.rearrange(x, "b t (parts h d) -> parts b h t d", parts=parts, h=num_heads))
+
+
 def select_queries(q: jax.Array, mask: jax.Array | None, index: jax.Array) -> tuple[jax.Array, jax.Array | None]:
   """q [B, H, T, d], mask broadcastable to [B, H, T, Tk], index int [B] -> (q [B, H, 1, d], the mask's rows)."""
   b = q.shape[0]
@@ -118,7 +123,7 @@ class MultiHeadAttention(nn.Module):
     t = self.cpu_tuning
     qkv = tuning.dense(nn.Dense(3 * w, dtype=self.dtype, param_dtype=self.param_dtype,
                                 kernel_init=self.kernel_init, name="in_proj"), x, t)
-    q, k, v = tuning.split_heads(qkv, 3, self.num_heads, t)
+    q, k, v = split_heads(qkv, 3, self.num_heads)
     if query_index is not None:
       q, mask = select_queries(q, mask, query_index)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
@@ -147,9 +152,8 @@ class CrossAttention(nn.Module):
     w = x.shape[-1]
     _check_heads(w, self.num_heads)
     dense, t = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init), self.cpu_tuning
-    q, = tuning.split_heads(tuning.dense(nn.Dense(w, name="q_proj", **dense), x, t), 1, self.num_heads, t)
-    k, v = tuning.split_heads(tuning.dense(nn.Dense(2 * w, name="kv_proj", **dense), context, t), 2,
-                              self.num_heads, t)
+    q, = split_heads(tuning.dense(nn.Dense(w, name="q_proj", **dense), x, t), 1, self.num_heads)
+    k, v = split_heads(tuning.dense(nn.Dense(2 * w, name="kv_proj", **dense), context, t), 2, self.num_heads)
     out, weights = dot_product_attention(q, k, v, mask, self.dtype)
     out = tuning.dense(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype,
                                 kernel_init=self.out_kernel_init, name="out_proj"),

@@ -6,7 +6,7 @@ Names follow OpenCLIP's `mlp.c_fc` / `mlp.c_proj` so that imported weights map o
 function written with erfc, which XLA's CPU backend expands into a two-branch approximation (one select per
 branch, plus an exp), slower than the erf form (measured in benchmarks/README.md). The two agree to 1e-6.
 
-`cpu_tuning` (mmjax/cpu_tuning.py, default "auto"): the Dense layers' CPU code paths (dense_2d, wide_proj).
+`cpu_tuning` (mmjax/cpu_tuning.py, default "auto"): the Dense layers' CPU code path (dense_2d).
 """
 from __future__ import annotations
 
@@ -41,5 +41,4 @@ class Mlp(nn.Module):
     w, t = x.shape[-1], self.cpu_tuning
     hidden = int(w * self.mlp_ratio)
     x = gelu_erf(tuning.dense(nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="c_fc"), x, t))
-    return tuning.dense(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype,
-                                 dot_general=tuning.proj_dot_general(t), name="c_proj"), x, t)
+    return tuning.dense(nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, name="c_proj"), x, t)

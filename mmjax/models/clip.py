@@ -115,10 +115,9 @@ class CLIP(nn.Module):
     mean, std = jnp.asarray(OPENAI_MEAN, jnp.float32), jnp.asarray(OPENAI_STD, jnp.float32)
     return ((images.astype(jnp.float32) + 1) * 0.5 - mean) / std
 
-  def encode_text(self, tokens: jax.Array, normalize: bool = True, train: bool = False,
-                  after: jax.Array | None = None) -> jax.Array:
-    """tokens int32 [B, L] -> [B, E] (float32; unit norm when normalize). after: see TextTransformer."""
-    emb, _ = self.text_tower(tokens, train=train, after=after)
+  def encode_text(self, tokens: jax.Array, normalize: bool = True, train: bool = False) -> jax.Array:
+    """tokens int32 [B, L] -> [B, E] (float32; unit norm when normalize)."""
+    emb, _ = self.text_tower(tokens, train=train)
     return l2_normalize(emb) if normalize else emb
 
   def _project_tokens(self, tower: nn.Module, tokens: jax.Array) -> jax.Array:
@@ -153,9 +152,7 @@ class CLIP(nn.Module):
   def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
     """-> (zimg [B, E], ztxt [B, E], {"logit_scale": raw (), "logit_bias": raw () or None})."""
     zimg = self.encode_image(images, train=train)
-    # With cpu_tuning's ordered_towers the text tower runs after the image tower, and its backward before the
-    # image tower's (values unchanged; mmjax/cpu_tuning.py).
-    ztxt = self.encode_text(tokens, train=train, after=zimg)
+    ztxt = self.encode_text(tokens, train=train)
     return zimg, ztxt, self.loss_scalars()
 
   def loss_scalars(self) -> dict[str, jax.Array | None]:
