@@ -193,3 +193,15 @@ def test_eval_arrays_read_through_grain_threads_in_order(tok):
     assert ev["caption"][i] == ex["caption"]
   with pytest.raises(MmjaxError, match=r"broken_shapes_test' \(test split\): reading example 5 failed \(OSError"):
     pipeline.make_eval_arrays(_data_cfg(name="broken_shapes_test"), tok, 12)
+
+
+@pytest.mark.parametrize("path", ["train", "eval"])
+def test_a_negative_prefetch_is_an_error_on_both_paths(tok, path):
+  """data.prefetch < 0 is refused by the training iterator and by the eval arrays alike (not clamped to 0)."""
+  cfg = _data_cfg()
+  cfg.prefetch = -1
+  with pytest.raises(MmjaxError, match=r"data\.prefetch=-1 must be >= 0"):
+    if path == "train":
+      next(pipeline.make_train_iterator(cfg, tok, global_batch_size=8, seed=0))
+    else:
+      pipeline.make_eval_arrays(cfg, tok, 4)

@@ -116,10 +116,16 @@ def _check_tokenizer(entry, data_cfg, tokenizer) -> None:
                      f"set's DatasetEntry has no corpus: give it one, or a preprocess of its own)")
 
 
-def _read_options(data_cfg) -> grain.ReadOptions:
+def _prefetch(data_cfg) -> int:
+  """data.prefetch, checked: >= 0 (0: no prefetching)."""
   prefetch = int(data_cfg.get("prefetch", 2))
   if prefetch < 0:
     raise MmjaxError(f"data.prefetch={prefetch} must be >= 0 (0: no prefetching)")
+  return prefetch
+
+
+def _read_options(data_cfg) -> grain.ReadOptions:
+  prefetch = _prefetch(data_cfg)
   # Elements here are whole batches: a few threads fill a buffer of `prefetch` batches.
   return grain.ReadOptions(num_threads=min(prefetch, 4), prefetch_buffer_size=prefetch)
 
@@ -288,8 +294,8 @@ def _train_example(example: dict, rng: np.random.Generator, *, transform, data_c
 
 
 def _eval_read_options(data_cfg) -> grain.ReadOptions:
-  threads = min(int(data_cfg.get("prefetch", 2)), 4)    # elements are examples here: decode with a few threads
-  return grain.ReadOptions(num_threads=max(threads, 0), prefetch_buffer_size=max(4 * threads, 1))
+  threads = min(_prefetch(data_cfg), 4)    # elements are examples here: decode with a few threads
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(4 * threads, 1))
 
 
 def _eval_example(example: dict, *, transform, preprocess_fn, data_cfg, what: str) -> dict:

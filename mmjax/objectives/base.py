@@ -17,12 +17,12 @@ from mmjax.registry import OBJECTIVES
 @dataclasses.dataclass(frozen=True)
 class ObjectiveContext:
   """What a batch-coupled loss may need beyond its features: the device `mesh` the batch is sharded over (None:
-  the mesh of the surrounding `jax.set_mesh` context, else all devices), the batch's mesh `axes`, and the
-  objective's `settings` (its `options` as config.objective_kwargs set them). The train step builds it from the
-  loop's mesh; a loss never reads the mesh from anywhere else."""
+  the mesh of the surrounding `jax.set_mesh` context, else all devices) and the batch's mesh `axes`. The train
+  step builds it from the loop's mesh; a loss never reads the mesh from anywhere else. The objective's settings
+  (config.objective_kwargs) are not here: they are bound when the objective is built (`configurable`,
+  `Objective.with_options`), so a loss reads them as its factory's arguments."""
   mesh: jax.sharding.Mesh | jax.sharding.AbstractMesh | None = None
   axes: tuple[str, ...] = tuple(AXES)
-  settings: Mapping[str, Any] = FrozenDict()
 
   def batch_mesh(self):
     """The mesh to shard a loss over: `mesh` if it has `axes`, else the `jax.set_mesh` context's if it has
@@ -62,8 +62,8 @@ class Objective:
       raise ValueError("an Objective has either features_fn + loss_from_features, or loss")
 
   def context(self, mesh=None) -> ObjectiveContext:
-    """The ObjectiveContext of this objective's settings on `mesh` (None: see ObjectiveContext.batch_mesh)."""
-    return ObjectiveContext(mesh=mesh, settings=self.options)
+    """The ObjectiveContext of a batch on `mesh` (None: see ObjectiveContext.batch_mesh)."""
+    return ObjectiveContext(mesh=mesh)
 
   def loss_fn(self, params, batch, rng, *, model, train: bool = True, ctx: ObjectiveContext | None = None):
     """(loss, metrics) for one batch; `ctx` (default: `self.context()`) reaches a batch-coupled loss."""

@@ -21,7 +21,6 @@ Randomness: term i gets `jax.random.fold_in(rng, i)`. Metrics: `<term>/<metric>`
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping
 
 import jax
@@ -111,7 +110,7 @@ def composite_objective(name: str, weights: Mapping | None = None, settings: Map
     loss, metrics = 0.0, {}
     for n, obj in terms:
       if obj.features_fn is not None:
-        term_loss, m = obj.loss_from_features(per_term[n], ctx=dataclasses.replace(ctx, settings=obj.options))
+        term_loss, m = obj.loss_from_features(per_term[n], ctx=ctx)
       else:
         m = dict(per_term[n])
         term_loss = m["loss"]
