@@ -4,6 +4,7 @@ Keeping one schema means a misspelled key in an experiment file or on the comman
 """
 from __future__ import annotations
 
+import copy
 import difflib
 
 import ml_collections
@@ -59,8 +60,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.tokenizer = ml_collections.ConfigDict(dict(kind="bpe_trained", bpe_path="", path="", pad_id=-1, eos_id=-1,
                                                bos_id=-1))
 
+  # The data set's keys: these, read by the pipeline for every data set, then the default data set's own (shapes:
+  # mmjax.data.shapes.CONFIG_KEYS); another data set's keys are declared where it is registered
+  # (DatasetEntry.config_keys) and accepted when data.name selects it (mmjax.train.loop.config_schema).
   c.data = ml_collections.ConfigDict(dict(
-      name="shapes", image_size=64, min_shapes=1, max_shapes=1, noise_std=0.03,
+      name="shapes", image_size=64,
       context_length=32, vocab_size=512, num_workers=0, prefetch=2,
       # Prepared (TFDS) data sets: raw files from manual_dir (default ../shared/data/<name> or $MMJAX_RAW_DATA),
       # built into data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets); fake_raw=n builds from n generated
@@ -71,16 +75,14 @@ def base_config() -> ml_collections.ConfigDict:
       manual_dir="", data_dir="", skip_bad=ml_collections.config_dict.placeholder(bool), max_bad_fraction=0.01,
       fake_raw=0,
       crop_scale=(0.9, 1.0), flip=False))      # training augmentation of real images
+  from mmjax.data.shapes import CONFIG_KEYS as shapes_keys   # noqa: PLC0415
+  c.data.update(shapes_keys)
 
+  # The model: its name, the loading keys every model has, then the default model's own keys (CLIP's:
+  # mmjax.models.clip.CONFIG_KEYS); another model's keys are its registered dataclass's fields.
+  from mmjax.models.clip import CONFIG_KEYS as clip_keys   # noqa: PLC0415  (imports jax; configs need not)
   c.model = ml_collections.ConfigDict(dict(
-      name="clip", embed_dim=128,
-      vision=dict(image_size=64, patch_size=8, width=128, depth=3, num_heads=4, mlp_ratio=4.0, pool="cls"),
-      text=dict(vocab_size=512, context_length=32, width=128, depth=3, num_heads=4, mlp_ratio=4.0),
-      logit_scale_init=2.659260036932778,   # log(1/0.07)
-      logit_bias_init=None,
-      dtype="float32",                      # compute dtype ("bfloat16": mixed precision, float32 weights and loss)
-      remat="none",                         # per-block remat policy: none | full | dots | dots_no_batch
-      cpu_tuning="auto",                    # the layers' CPU code paths (mmjax/cpu_tuning.py): auto | on | off | list
+      name="clip", **copy.deepcopy(clip_keys),
       # Start from a checkpoint (mmjax.train.init_from; ignored when the workdir has one to resume): an OpenCLIP
       # file (.safetensors / .pt), "PRESET:FILE" (e.g. "ViT-B-32:b32.safetensors") or an mmjax workdir; only the
       # parameters whose path matches init_from_keys (a regex; "" = all shared) are loaded, the rest stay fresh.

@@ -120,3 +120,25 @@ def test_the_model_is_initialised_for_the_training_batches(tmp_path, monkeypatch
   wrong = dict(first, image=first["image"][:, :-8])
   with pytest.raises(MmjaxError, match=r"batch at step 1: key 'image' has shape/dtype .* expected"):
     loop.check_batch(wrong, loop.batch_spec(trainer.input_spec), 1)
+
+
+def test_the_default_components_keys_come_from_their_declarations():
+  """base_config's data and model blocks are the loop's keys plus the default data set's and model's own, as
+  declared where each is registered (shapes' DatasetEntry.config_keys, mmjax.models.clip.CONFIG_KEYS); every
+  declared model key is a field of the registered CLIP, and the block builds it."""
+  import dataclasses
+
+  from mmjax.data import shapes
+  from mmjax.models import build_model, clip
+  from mmjax.registry import DATASETS, MODELS
+  c = config_lib.base_config()
+  assert DATASETS.get("shapes").config_keys is shapes.CONFIG_KEYS
+  assert {k: c.data[k] for k in shapes.CONFIG_KEYS} == dict(shapes.CONFIG_KEYS)
+  assert "question_length" not in c.data            # another data set's key: only with data.name = "vqa_shapes"
+  model_keys = set(c.model.keys()) - {"name", "init_from", "init_from_keys"}
+  assert model_keys == set(clip.CONFIG_KEYS)
+  assert model_keys <= {f.name for f in dataclasses.fields(MODELS.get("clip"))}
+  assert c.model.to_dict()["vision"] == clip.CONFIG_KEYS["vision"]
+  assert build_model(c.model).embed_dim == clip.CONFIG_KEYS["embed_dim"]
+  c.model.vision.width = 64                          # a fresh config each time: the declaration is not aliased
+  assert config_lib.base_config().model.vision.width == clip.CONFIG_KEYS["vision"]["width"] == 128

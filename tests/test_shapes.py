@@ -171,7 +171,8 @@ def test_caption_fields_name_only_what_they_say(fields):
 
 def test_caption_fields_validation_and_default():
   assert ShapesConfig().caption_fields == shapes.FIELDS
-  assert DATASETS.get("shapes").config_keys == {"caption_fields": "colour,shape,size,position"}
+  assert DATASETS.get("shapes").config_keys == {"min_shapes": 1, "max_shapes": 1, "noise_std": 0.03,
+                                                "caption_fields": "colour,shape,size,position"}
   assert shapes.parse_fields("position, shape,colour,") == ("colour", "shape", "position")
   with pytest.raises(MmjaxError, match="caption_fields.*unknown field.*angle"):
     shapes.parse_fields("colour,shape,angle")

@@ -40,7 +40,9 @@ SIZES = ("small", "medium", "large")
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
 FIELDS = ("colour", "shape", "size", "position")   # what a caption clause can name (data.caption_fields)
-CONFIG_KEYS = {"caption_fields": ",".join(FIELDS)}
+# The data.* keys of the shapes data set, with their defaults (base_config's data block holds them: shapes is the
+# default data set): objects per scene, pixel noise, what a caption clause names.
+CONFIG_KEYS = {"min_shapes": 1, "max_shapes": 1, "noise_std": 0.03, "caption_fields": ",".join(FIELDS)}
 
 SPLIT_SALTS = {"train": 0x5EED, "test": 0x7E57}
 SIZE_FRACTIONS = (0.48, 0.68, 0.92)  # object radius as a fraction of half a grid cell
@@ -274,10 +276,12 @@ def caption_corpus(cfg: ShapesConfig, n: int = 5000) -> list[str]:
 
 def config_from_data(data_cfg) -> ShapesConfig:
   """A ShapesConfig from the `data` section of a run config (a ConfigDict or a dict)."""
-  return ShapesConfig(image_size=int(data_cfg["image_size"]), min_shapes=int(data_cfg["min_shapes"]),
-                      max_shapes=int(data_cfg["max_shapes"]), noise_std=float(data_cfg["noise_std"]),
+  def key(name):
+    return data_cfg.get(name, CONFIG_KEYS[name])
+  return ShapesConfig(image_size=int(data_cfg["image_size"]), min_shapes=int(key("min_shapes")),
+                      max_shapes=int(key("max_shapes")), noise_std=float(key("noise_std")),
                       seed=int(data_cfg.get("seed", 0)),
-                      caption_fields=parse_fields(data_cfg.get("caption_fields", CONFIG_KEYS["caption_fields"])))
+                      caption_fields=parse_fields(key("caption_fields")))
 
 
 def parse_fields(value) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ VOCAB = ("<pad>",) + tuple(sorted(set(_TEMPLATE_WORDS) | set(COLOUR_NAMES) | set
                                   | {w for p in shapes_lib.POSITIONS for w in p.split()}))
 WORD_ID = {w: i for i, w in enumerate(VOCAB)}
 QA_SALT = 0x0A5
-VQA_KEYS = {"question_length": 12}
+VQA_KEYS = {**shapes_lib.CONFIG_KEYS, "question_length": 12}   # the scenes' keys (as shapes) and the questions' length
 
 
 def tokenize(question: str, length: int) -> tuple[np.ndarray, int]:

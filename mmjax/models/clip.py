@@ -59,6 +59,20 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+# The model.* keys of model "clip" with their defaults: base_config's model block (CLIP is the default model). The
+# other models' keys are the fields of their registered dataclasses (checked by mmjax.models.build_model).
+CONFIG_KEYS = dict(
+    embed_dim=128,
+    vision=dict(image_size=64, patch_size=8, width=128, depth=3, num_heads=4, mlp_ratio=4.0, pool="cls"),
+    text=dict(vocab_size=512, context_length=32, width=128, depth=3, num_heads=4, mlp_ratio=4.0),
+    logit_scale_init=math.log(1 / 0.07),
+    logit_bias_init=None,
+    dtype="float32",                      # compute dtype ("bfloat16": mixed precision, float32 weights and loss)
+    remat="none",                         # per-block remat policy: none | full | dots | dots_no_batch
+    cpu_tuning="auto",                    # the layers' CPU code paths (mmjax/cpu_tuning.py): auto | on | off | list
+)
+
+
 @MODELS.register("clip")
 class CLIP(nn.Module):
   """Two towers and a learned temperature. images [B, H, W, 3], tokens int32 [B, L] -> [B, E] embeddings.
