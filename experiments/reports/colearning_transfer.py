@@ -253,7 +253,8 @@ def part_clip_features(seeds: list[int], raw: dict | None = None) -> tuple[str, 
   for k, what in keys:
     lines.append("- " + verdict("The feature-distilled student", [r[k] / 100 for r in raw["distill"]],
                                 [r[k] / 100 for r in raw["clip"]], f"the plain-CLIP student on {what}"))
-  lines += ["", "A demo at a small budget: the teacher itself is weak on shape (26 % zero-shot shape+colour), so "
+  lines += ["", f"A demo at a small budget: the teacher itself is weak on shape ({raw['teacher']['shape_colour']:.0f} % "
+            "zero-shot shape+colour), so "
             "there is little to transfer; the runs show the objective working end to end with a loop-trained CLIP "
             "teacher, not a tuned result. The distilled runs are slower because every step also runs the teacher."]
   return "\n".join(lines), raw
