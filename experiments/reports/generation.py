@@ -62,12 +62,13 @@ def final_eval(workdir: str) -> dict | None:
   return rows[-1] if rows else None
 
 
-def train(name: str, workdir: str, retrain: bool, extra: list[str]) -> tuple[dict, float]:
+def train(name: str, workdir: str, retrain: bool, extra: list[str]) -> tuple[dict, float, bool]:
   config, overrides, _ = RUNS[name]
   if retrain:
     shutil.rmtree(workdir, ignore_errors=True)
   t0 = time.time()
-  if final_eval(workdir) is None:
+  trained = final_eval(workdir) is None
+  if trained:
     cmd = [sys.executable, "-m", "mmjax.main", "--config", config, "--workdir", workdir,
            "--config.progress_bar=False", *overrides, *extra]
     print("+", " ".join(cmd), flush=True)
@@ -75,7 +76,7 @@ def train(name: str, workdir: str, retrain: bool, extra: list[str]) -> tuple[dic
   row = final_eval(workdir)
   if row is None:
     raise SystemExit(f"{workdir}: the run ended without a final evaluation; see its metrics.jsonl")
-  return row, time.time() - t0
+  return row, time.time() - t0, trained
 
 
 def guidance_sweep(workdir: str, guidances: list[float], clip_workdir: str) -> dict[float, dict]:
@@ -171,8 +172,7 @@ def main() -> None:
   res = {}
   for name in names:
     wd = os.path.join(args.workdir, name)
-    trained = args.retrain or final_eval(wd) is None
-    row, seconds = train(name, wd, args.retrain, [])
+    row, seconds, trained = train(name, wd, args.retrain, [])
     res[name] = {"row": row, "steps": row["step"], "seconds": seconds, "workdir": wd, "trained": trained}
     png = RUNS[name][2]
     if png and os.path.exists(os.path.join(wd, png)):

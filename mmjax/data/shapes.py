@@ -40,9 +40,6 @@ SIZES = ("small", "medium", "large")
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 
 FIELDS = ("colour", "shape", "size", "position")   # what a caption clause can name (data.caption_fields)
-# The data.* keys of the shapes data set, with their defaults (base_config's data block holds them: shapes is the
-# default data set): objects per scene, pixel noise, what a caption clause names.
-CONFIG_KEYS = {"min_shapes": 1, "max_shapes": 1, "noise_std": 0.03, "caption_fields": ",".join(FIELDS)}
 
 SPLIT_SALTS = {"train": 0x5EED, "test": 0x7E57}
 SIZE_FRACTIONS = (0.48, 0.68, 0.92)  # object radius as a fraction of half a grid cell
@@ -87,6 +84,12 @@ class ShapesConfig:
     if any(f not in FIELDS for f in self.caption_fields) or not {"colour", "shape"} <= set(self.caption_fields):
       raise MmjaxError(f"data.caption_fields={fields!r} must name colour and shape and may add size and position "
                        f"(comma-separated words of {', '.join(FIELDS)})")
+
+
+# The data.* keys of the shapes data set, with ShapesConfig's defaults (base_config's data block holds them: shapes
+# is the default data set): objects per scene, pixel noise, what a caption clause names.
+CONFIG_KEYS = {"min_shapes": ShapesConfig.min_shapes, "max_shapes": ShapesConfig.max_shapes,
+               "noise_std": ShapesConfig.noise_std, "caption_fields": ",".join(FIELDS)}
 
 
 def _rng(index: int, split: str, cfg: ShapesConfig) -> np.random.Generator:
