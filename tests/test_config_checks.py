@@ -139,6 +139,14 @@ def test_the_default_components_keys_come_from_their_declarations():
   assert model_keys == set(clip.CONFIG_KEYS)
   assert model_keys <= {f.name for f in dataclasses.fields(MODELS.get("clip"))}
   assert c.model.to_dict()["vision"] == clip.CONFIG_KEYS["vision"]
+  # where the registered CLIP has a default of its own, the config block's default is that one (dtype by name)
+  import jax.numpy as jnp
+  field_defaults = {f.name: f.default for f in dataclasses.fields(MODELS.get("clip"))
+                    if f.default is not dataclasses.MISSING and f.name in model_keys}
+  assert set(field_defaults) >= {"logit_scale_init", "logit_bias_init", "dtype", "remat", "cpu_tuning"}
+  for name, default in field_defaults.items():
+    got = c.model[name]
+    assert (jnp.dtype(got) == jnp.dtype(default)) if name == "dtype" else (got == default), (name, got, default)
   assert build_model(c.model).embed_dim == clip.CONFIG_KEYS["embed_dim"]
   c.model.vision.width = 64                          # a fresh config each time: the declaration is not aliased
   assert config_lib.base_config().model.vision.width == clip.CONFIG_KEYS["vision"]["width"] == 128

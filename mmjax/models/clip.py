@@ -59,20 +59,6 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-# The model.* keys of model "clip" with their defaults: base_config's model block (CLIP is the default model). The
-# other models' keys are the fields of their registered dataclasses (checked by mmjax.models.build_model).
-CONFIG_KEYS = dict(
-    embed_dim=128,
-    vision=dict(image_size=64, patch_size=8, width=128, depth=3, num_heads=4, mlp_ratio=4.0, pool="cls"),
-    text=dict(vocab_size=512, context_length=32, width=128, depth=3, num_heads=4, mlp_ratio=4.0),
-    logit_scale_init=math.log(1 / 0.07),
-    logit_bias_init=None,
-    dtype="float32",                      # compute dtype ("bfloat16": mixed precision, float32 weights and loss)
-    remat="none",                         # per-block remat policy: none | full | dots | dots_no_batch
-    cpu_tuning="auto",                    # the layers' CPU code paths (mmjax/cpu_tuning.py): auto | on | off | list
-)
-
-
 @MODELS.register("clip")
 class CLIP(nn.Module):
   """Two towers and a learned temperature. images [B, H, W, 3], tokens int32 [B, L] -> [B, E] embeddings.
@@ -173,6 +159,21 @@ class CLIP(nn.Module):
     """{"logit_scale": raw (), "logit_bias": raw () or None}: what the contrastive losses read."""
     return {"logit_scale": self.logit_scale,
             "logit_bias": self.logit_bias if self.logit_bias_init is not None else None}
+
+
+# The model.* keys of model "clip" with their defaults: base_config's model block (CLIP is the default model). The
+# tower sizes are the default run's; the other defaults are CLIP's own field defaults (one copy). The other models'
+# keys are the fields of their registered dataclasses (checked by mmjax.models.build_model).
+CONFIG_KEYS = dict(
+    embed_dim=128,
+    vision=dict(image_size=64, patch_size=8, width=128, depth=3, num_heads=4, mlp_ratio=4.0, pool="cls"),
+    text=dict(vocab_size=512, context_length=32, width=128, depth=3, num_heads=4, mlp_ratio=4.0),
+    logit_scale_init=CLIP.logit_scale_init,
+    logit_bias_init=CLIP.logit_bias_init,
+    dtype=jnp.dtype(CLIP.dtype).name,     # compute dtype ("bfloat16": mixed precision, float32 weights and loss)
+    remat=CLIP.remat,                     # per-block remat policy: none | full | dots | dots_no_batch
+    cpu_tuning=CLIP.cpu_tuning,           # the layers' CPU code paths (mmjax/cpu_tuning.py): auto | on | off | list
+)
 
 
 def _tower_flops(n: int, w: int, depth: int, m: float, pooled_only: bool = False) -> float:
