@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from mmjax.encoders.cnn import CNNEncoder
+from mmjax.encoders.cnn import CNNEncoder, max_pool_2x2
 from mmjax.encoders.mlp import MLPEncoder
 from mmjax.encoders.rnn import RNNEncoder
 from mmjax.errors import MmjaxError
@@ -163,6 +163,22 @@ def test_cnn_encoder_matches_numpy(shape):
     h = _np_maxpool2(np.maximum(_np_conv_same(h, q[f"conv_{i}"]["kernel"], q[f"conv_{i}"]["bias"]), 0))
   ref = h.mean(axis=(1, 2)) @ q["out"]["kernel"] + q["out"]["bias"]
   np.testing.assert_allclose(jax.jit(enc.apply)({"params": params}, x), ref, **TOL)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (1, 7, 5, 2)])
+def test_max_pool_2x2_values_and_gradient(shape):
+  """Values: NumPy's 2 x 2 window max ('VALID': an odd last row / column dropped). Gradient, on tie-free inputs:
+  flax's nn.max_pool (select-and-scatter) -- one 1 per window at its maximum, times the cotangent. A window of
+  tied maxima splits the cotangent among them (a max reduction's gradient)."""
+  import flax.linen as nn
+  x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+  np.testing.assert_array_equal(max_pool_2x2(jnp.asarray(x)), _np_maxpool2(x))
+  ct = np.random.default_rng(9).standard_normal(_np_maxpool2(x).shape).astype(np.float32)
+  ours = jax.grad(lambda v: jnp.sum(max_pool_2x2(v) * ct))(jnp.asarray(x))
+  flax_grad = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (2, 2), strides=(2, 2)) * ct))(jnp.asarray(x))
+  np.testing.assert_allclose(ours, flax_grad, rtol=0, atol=1e-7)
+  tied = jax.grad(lambda v: jnp.sum(max_pool_2x2(v)))(jnp.zeros((1, 2, 2, 1)))
+  np.testing.assert_allclose(tied, np.full((1, 2, 2, 1), 0.25))
 
 
 # ------------------------------------------------------------------------------------------------ classifier

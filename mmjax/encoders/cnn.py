@@ -19,6 +19,18 @@ import jax.numpy as jnp
 from mmjax.errors import MmjaxError
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2 x 2 max-pool, stride 2, 'VALID' (an odd last row / column is dropped): [B, H, W, C] -> [B, H // 2, W // 2, C].
+
+  The values of `nn.max_pool(x, (2, 2), strides=(2, 2))`, computed as a reshape and a max reduction: its gradient
+  is a reduction's, not the select-and-scatter of a pooling window, which XLA's CPU backend compiles into slow
+  loops (several times slower at low optimisation levels). Where one window holds tied maxima the gradient is
+  split among them instead of going to the first (after a ReLU, ties are zeros whose gradient the ReLU stops).
+  """
+  h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+  return einops.reduce(x[:, :h, :w], "b (h p) (w q) c -> b h w c", "max", p=2, q=2)
+
+
 class CNNEncoder(nn.Module):
   """[B, H, W, C] or [B, T, F] -> [B, features] (or [B, channels[-1]] with features=None; [B, H' W', .] tokens)."""
   channels: Sequence[int] = (16, 32)
@@ -41,7 +53,7 @@ class CNNEncoder(nn.Module):
         x = nn.GroupNorm(num_groups=min(8, c), name=f"gn_{i}")(x)
       x = nn.relu(x)
       if self.pool and min(x.shape[1:3]) >= 2:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
     x = einops.rearrange(x, "b h w c -> b (h w) c") if self.tokens else jnp.mean(x, axis=(1, 2))
     if self.features is not None:
       x = nn.Dense(self.features, name="out")(x)

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from mmjax import cpu_tuning
+from mmjax.encoders.cnn import max_pool_2x2
 from mmjax.errors import MmjaxError
 from mmjax.evals.base import setting
 
@@ -32,7 +33,7 @@ class Judge(nn.Module):
     for i, c in enumerate(self.channels):
       x = nn.Conv(c, (3, 3), padding="SAME", name=f"conv_{i}")(x)
       x = nn.relu(nn.GroupNorm(num_groups=8, name=f"gn_{i}")(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x)
     x = jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], axis=-1)
     x = nn.relu(nn.Dense(128, name="fc")(x))
     return nn.Dense(N_SHAPES, name="shape")(x), nn.Dense(N_COLOURS, name="colour")(x)
