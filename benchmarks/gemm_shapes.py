@@ -1,6 +1,6 @@
 """The anchor CLIP step's f32 matmuls alone: XLA CPU (what mmjax's step compiles) vs torch (what open_clip runs).
 
-  python benchmarks/gemm_shapes.py --openclip_python .venv-openclip/bin/python [--rounds 3 --reps 31]
+  python benchmarks/gemm_shapes.py --openclip_python .venv-openclip/bin/python [--rounds 3 --reps 31 --batch 64]
 
 Each matmul of the open_clip anchor's train step (../shared/bench/README.md: B 64, vision 65 tokens, text 32,
 width 256, MLP 1024) in its three forms: forward x [M, K] @ w [K, N]; input gradient dy [M, N] @ w^T; kernel
@@ -27,15 +27,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-ROWS = {"vision": 64 * 65, "text": 64 * 32}
+TOKENS = {"vision": 65, "text": 32}
 LAYERS = {"in_proj": (256, 768), "out_proj": (256, 256), "c_fc": (256, 1024), "c_proj": (1024, 256)}
 FORMS = ("fwd", "dx", "dw")
 
 
-def shapes() -> list[tuple[str, int, int, int]]:
-  """[(name, M, K, N)]: every (tower, layer, form); each product is 2 M K N FLOPs."""
-  return [(f"{tower}/{layer}/{form}", m, k, n) for tower, m in ROWS.items() for layer, (k, n) in LAYERS.items()
-          for form in FORMS]
+def shapes(batch: int = 64) -> list[tuple[str, int, int, int]]:
+  """[(name, M, K, N)]: every (tower, layer, form), M = batch x tokens rows; each product is 2 M K N FLOPs."""
+  return [(f"{tower}/{layer}/{form}", batch * t, k, n) for tower, t in TOKENS.items()
+          for layer, (k, n) in LAYERS.items() for form in FORMS]
 
 
 def _median_s(fn, reps: int) -> float:
@@ -49,13 +49,13 @@ def _median_s(fn, reps: int) -> float:
   return statistics.median(times)
 
 
-def child(side: str, reps: int) -> None:
+def child(side: str, reps: int, batch: int) -> None:
   """Times every shape on one side; prints {name: median GFLOP/s} as one JSON line."""
   out = {}
   if side == "torch":
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
-    for name, m, k, n in shapes():
+    for name, m, k, n in shapes(batch):
       form = name.rsplit("/", 1)[1]
       a, b = {"fwd": (torch.randn(m, k), torch.randn(k, n)), "dx": (torch.randn(m, n), torch.randn(k, n)),
               "dw": (torch.randn(m, k), torch.randn(m, n))}[form]
@@ -64,7 +64,7 @@ def child(side: str, reps: int) -> None:
   else:
     import jax
     import jax.numpy as jnp
-    for name, m, k, n in shapes():
+    for name, m, k, n in shapes(batch):
       form = name.rsplit("/", 1)[1]
       key = jax.random.PRNGKey(0)
       shp = {"fwd": ((m, k), (k, n)), "dx": ((m, n), (k, n)), "dw": ((m, k), (m, n))}[form]
@@ -79,30 +79,32 @@ def main() -> None:
   ap.add_argument("--openclip_python", default=".venv-openclip/bin/python", help="a python with torch")
   ap.add_argument("--rounds", type=int, default=3)
   ap.add_argument("--reps", type=int, default=31)
+  ap.add_argument("--batch", type=int, default=64, help="the step's batch (rows = batch x tokens); 1 to smoke-test")
   ap.add_argument("--child", choices=("xla", "torch"), help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.child:
     if args.child == "xla":
       from mmjax.allocator import reexec_with_allocator
       reexec_with_allocator("auto")
-    return child(args.child, args.reps)
+    return child(args.child, args.reps, args.batch)
   if not os.path.exists(args.openclip_python):
     sys.exit(f"{args.openclip_python} not found: a python with torch (../shared/bench/README.md says how)")
   runs = {"xla": [], "torch": []}
   for _ in range(args.rounds):
     for side, py in (("torch", args.openclip_python), ("xla", sys.executable)):
-      res = subprocess.run([py, os.path.abspath(__file__), "--child", side, "--reps", str(args.reps)],
+      res = subprocess.run([py, os.path.abspath(__file__), "--child", side, "--reps", str(args.reps),
+                            "--batch", str(args.batch)],
                            capture_output=True, text=True, check=True)
       runs[side].append(json.loads(res.stdout.strip().splitlines()[-1]))
   best = {side: {name: max(r[name] for r in rs) for name in rs[0]} for side, rs in runs.items()}
-  flops = {name: 2 * m * k * n for name, m, k, n in shapes()}
+  flops = {name: 2 * m * k * n for name, m, k, n in shapes(args.batch)}
   ratios = []
   for name in flops:
     ratios.append(best["xla"][name] / best["torch"][name])
     print(json.dumps({"shape": name, "flops": flops[name], "xla_gflops_per_s": round(best["xla"][name], 1),
                       "torch_gflops_per_s": round(best["torch"][name], 1), "ratio": round(ratios[-1], 3)}))
   weighted = {side: sum(flops.values()) / sum(f / best[side][n] for n, f in flops.items()) for side in best}
-  print(json.dumps({"benchmark": "gemm_shapes", "rounds": args.rounds, "reps": args.reps,
+  print(json.dumps({"benchmark": "gemm_shapes", "batch": args.batch, "rounds": args.rounds, "reps": args.reps,
                     "median_ratio_xla_over_torch": round(statistics.median(ratios), 3),
                     "xla_weighted_gflops_per_s": round(weighted["xla"], 1),
                     "torch_weighted_gflops_per_s": round(weighted["torch"], 1),
