@@ -29,7 +29,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 TOKENS = {"vision": 65, "text": 32}
 LAYERS = {"in_proj": (256, 768), "out_proj": (256, 256), "c_fc": (256, 1024), "c_proj": (1024, 256)}
-FORMS = ("fwd", "dx", "dw")
+# form -> (operand shapes from (M, K, N), the product): the same for torch tensors and jax arrays (2-D `.T`).
+FORMS = {"fwd": (lambda m, k, n: ((m, k), (k, n)), lambda a, b: a @ b),      # x @ w
+         "dx": (lambda m, k, n: ((m, n), (k, n)), lambda a, b: a @ b.T),     # dy @ w^T
+         "dw": (lambda m, k, n: ((m, k), (m, n)), lambda a, b: a.T @ b)}     # x^T @ dy
 
 
 def shapes(batch: int = 64) -> list[tuple[str, int, int, int]]:
@@ -49,28 +52,34 @@ def _median_s(fn, reps: int) -> float:
   return statistics.median(times)
 
 
+def _torch_side():
+  """-> (make an operand of a shape, a no-argument call of product(a, b))."""
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+
+  def call(product, a, b):
+    return lambda: product(a, b)
+  return (lambda shape: torch.randn(*shape)), call
+
+
+def _xla_side():
+  import jax
+  import jax.numpy as jnp
+
+  def call(product, a, b):
+    jitted = jax.jit(product)
+    return lambda: jitted(a, b).block_until_ready()
+  return (lambda shape: jax.random.normal(jax.random.PRNGKey(0), shape, jnp.float32)), call
+
+
 def child(side: str, reps: int, batch: int) -> None:
   """Times every shape on one side; prints {name: median GFLOP/s} as one JSON line."""
+  operand, call = _torch_side() if side == "torch" else _xla_side()
   out = {}
-  if side == "torch":
-    import torch
-    torch.set_num_threads(os.cpu_count() or 1)
-    for name, m, k, n in shapes(batch):
-      form = name.rsplit("/", 1)[1]
-      a, b = {"fwd": (torch.randn(m, k), torch.randn(k, n)), "dx": (torch.randn(m, n), torch.randn(k, n)),
-              "dw": (torch.randn(m, k), torch.randn(m, n))}[form]
-      fn = {"fwd": lambda: a @ b, "dx": lambda: a @ b.t(), "dw": lambda: a.t() @ b}[form]
-      out[name] = 2 * m * k * n / _median_s(fn, reps) / 1e9
-  else:
-    import jax
-    import jax.numpy as jnp
-    for name, m, k, n in shapes(batch):
-      form = name.rsplit("/", 1)[1]
-      key = jax.random.PRNGKey(0)
-      shp = {"fwd": ((m, k), (k, n)), "dx": ((m, n), (k, n)), "dw": ((m, k), (m, n))}[form]
-      a, b = (jax.random.normal(key, s, jnp.float32) for s in shp)
-      f = jax.jit({"fwd": lambda a, b: a @ b, "dx": lambda a, b: a @ b.T, "dw": lambda a, b: a.T @ b}[form])
-      out[name] = 2 * m * k * n / _median_s(lambda: f(a, b).block_until_ready(), reps) / 1e9
+  for name, m, k, n in shapes(batch):
+    operand_shapes, product = FORMS[name.rsplit("/", 1)[1]]
+    a, b = (operand(shape) for shape in operand_shapes(m, k, n))
+    out[name] = 2 * m * k * n / _median_s(call(product, a, b), reps) / 1e9
   print(json.dumps(out))
 
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, subprocess_env
 
 SCRIPT = os.path.join(ROOT, "benchmarks", "gemm_shapes.py")
 
@@ -33,9 +33,8 @@ def test_the_forward_shapes_are_one_block_of_each_tower_of_the_anchor():
 
 def test_the_xla_side_times_every_shape():
   """At batch 1 (65 and 32 rows): a rate for every shape."""
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p))
-  proc = subprocess.run([sys.executable, SCRIPT, "--child", "xla", "--reps", "1", "--batch", "1"], capture_output=True, text=True,
-                        cwd=ROOT, env=env, timeout=300)
+  proc = subprocess.run([sys.executable, SCRIPT, "--child", "xla", "--reps", "1", "--batch", "1"],
+                        capture_output=True, text=True, cwd=ROOT, env=subprocess_env(1), timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rates = json.loads(proc.stdout.strip().splitlines()[-1])
   assert set(rates) == {name for name, *_ in load().shapes(1)}
